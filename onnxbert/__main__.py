@@ -1,0 +1,3 @@
+from onnxbert.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,172 @@
+"""The Encoder: tokenize -> batch -> run -> pool, over one ONNX Runtime session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from .batching import plan_batches
+from .directory import check_graph_io, check_tokenizer, open_directory
+from .manifest import Manifest
+from .pooling import Pooling, pool
+from .pooling import normalize as l2_normalize
+from .session import Provider, create_session
+from .tokenize import TextTokenizer, Tokenized, check_texts
+
+__all__ = ["Encoder", "EncoderOutput"]
+
+Float32Array = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class EncoderOutput:
+    """Token-level results, one entry per input text in input order, no padding rows."""
+
+    last_hidden_state: list[Float32Array]  # each (tokens_i, H)
+    pooler_output: Float32Array | None  # (n, H); None when the model has no pooler weights
+    input_ids: list[npt.NDArray[np.int64]]  # each (tokens_i,), special tokens included
+    truncated: npt.NDArray[np.bool_]  # (n,) True where the text was cut at max_length
+    offsets: list[list[tuple[int, int]]] | None  # character spans per token, when asked
+
+
+@dataclass(frozen=True)
+class _Batch:
+    index: npt.NDArray[np.int64]  # (B,) positions in the caller's list
+    mask: npt.NDArray[np.int64]  # (B, T)
+    hidden: Float32Array  # (B, T, H)
+    pooler: Float32Array | None  # (B, H)
+
+
+class Encoder:
+    """A BERT-family encoder loaded from an onnxbert model directory. Thread-safe: one session serves many threads.
+
+    >>> encoder = Encoder("minilm")                       # doctest: +SKIP
+    >>> encoder.embed(["hello", "world"]).shape           # doctest: +SKIP
+    (2, 384)
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        variant: str = "auto",
+        provider: str = "auto",
+        threads: int | None = None,
+        max_length: int | None = None,
+        max_batch_tokens: int = 16384,
+        max_batch_size: int = 256,
+        memory_arena: bool = True,
+        verify_hashes: bool = True,
+    ) -> None:
+        chosen = Provider.parse(provider).resolve()
+        self._dir = open_directory(path, variant=variant, provider=chosen, verify_hashes=verify_hashes)
+        limit = self._dir.manifest.tokenizer.max_length
+        if max_length is not None and not (isinstance(max_length, int) and 2 <= max_length <= limit):
+            raise ValueError(f"max_length={max_length!r} must be an int in [2, {limit}] (the exported maximum)")
+        if max_batch_tokens < 1 or max_batch_size < 1:
+            raise ValueError("max_batch_tokens and max_batch_size must be positive")
+        self._tokenizer = TextTokenizer(self._dir.tokenizer_path, max_length=max_length or limit)
+        check_tokenizer(self._dir, self._tokenizer, verify_hash=verify_hashes)
+        self._session = create_session(
+            self._dir.graph_path, provider=chosen, threads=threads, memory_arena=memory_arena
+        )
+        check_graph_io(self._dir, self._session)
+        # Feed exactly what the graph declares, in its dtypes (int32 graphs exist: some exporters narrow ids).
+        self._inputs = {i.name: np.int32 if i.type == "tensor(int32)" else np.int64 for i in self._session.get_inputs()}
+        self._output_names = [o.name for o in self._session.get_outputs()]
+        self._pad_id = self._dir.manifest.tokenizer.pad_id
+        self._max_batch_tokens = max_batch_tokens
+        self._max_batch_size = max_batch_size
+        self.provider = chosen.value
+        self.threads = self._session.get_session_options().intra_op_num_threads
+
+    @property
+    def manifest(self) -> Manifest:
+        """The directory's manifest."""
+        return self._dir.manifest
+
+    @property
+    def variant(self) -> str:
+        """The loaded variant: fp32, int8 or fp16."""
+        return self._dir.variant_name
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of every returned vector."""
+        return self._dir.manifest.architecture.hidden_size
+
+    @property
+    def max_length(self) -> int:
+        """Tokens per text, special tokens included; longer texts are truncated."""
+        return self._tokenizer.max_length
+
+    @property
+    def default_pooling(self) -> str:
+        """The pooling `embed` uses when none is given."""
+        return self._dir.manifest.default_pooling
+
+    def __repr__(self) -> str:
+        return (
+            f"Encoder({str(self._dir.path)!r}, variant={self.variant!r}, provider={self.provider!r}, "
+            f"threads={self.threads}, max_length={self.max_length})"
+        )
+
+    def tokenize(self, texts: str | Sequence[str], *, truncate: bool = True) -> Tokenized:
+        """Token ids exactly as `embed` and `encode` would feed them to the graph."""
+        return self._tokenizer.encode(check_texts(texts), truncate=truncate)
+
+    def embed(
+        self,
+        texts: str | Sequence[str],
+        *,
+        pooling: str | None = None,
+        normalize: bool = False,
+        truncate: bool = True,
+    ) -> Float32Array:
+        """Pooled sentence vectors, float32 (n, hidden), in input order."""
+        method = Pooling.parse(pooling or self.default_pooling)
+        if method is Pooling.POOLER and not self._dir.manifest.architecture.has_pooler:
+            raise ValueError("pooling='pooler' needs pooler weights, which this checkpoint lacks; use cls/mean/max")
+        tokens = self._tokenizer.encode(check_texts(texts), truncate=truncate)
+        out = np.empty((len(tokens.ids), self.hidden_size), dtype=np.float32)
+        for batch in self._run(tokens):
+            out[batch.index] = pool(batch.hidden, batch.mask, method, batch.pooler)
+        return l2_normalize(out) if normalize else out
+
+    def encode(
+        self, texts: str | Sequence[str], *, truncate: bool = True, return_offsets: bool = False
+    ) -> EncoderOutput:
+        """Token-level hidden states per text (no padding rows) plus pooler_output, ids and truncation flags."""
+        tokens = self._tokenizer.encode(check_texts(texts), truncate=truncate, offsets=return_offsets)
+        n = len(tokens.ids)
+        hidden: list[Float32Array] = [np.empty((0, self.hidden_size), np.float32)] * n
+        has_pooler = self._dir.manifest.architecture.has_pooler
+        pooler = np.empty((n, self.hidden_size), dtype=np.float32) if has_pooler else None
+        for batch in self._run(tokens):
+            for row, position in enumerate(batch.index):
+                hidden[position] = batch.hidden[row, : tokens.lengths[position]].copy()  # drop padding rows
+            if pooler is not None and batch.pooler is not None:
+                pooler[batch.index] = batch.pooler
+        return EncoderOutput(hidden, pooler, tokens.ids, tokens.truncated, tokens.offsets)
+
+    def _run(self, tokens: Tokenized) -> Iterator[_Batch]:
+        """Run the graph over length-sorted batches; yields them in run order, each with its input positions."""
+        plan = plan_batches(
+            tokens.lengths, max_batch_tokens=self._max_batch_tokens, max_batch_size=self._max_batch_size
+        )
+        for index in plan:
+            width = int(tokens.lengths[index].max())
+            ids = np.full((len(index), width), self._pad_id, dtype=np.int64)  # (B, T)
+            mask = np.zeros((len(index), width), dtype=np.int64)  # (B, T)
+            for row, position in enumerate(index):
+                length = tokens.lengths[position]
+                ids[row, :length] = tokens.ids[position]
+                mask[row, :length] = 1
+            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+            typed = {name: feeds[name].astype(dtype, copy=False) for name, dtype in self._inputs.items()}
+            results = dict(zip(self._output_names, self._session.run(None, typed)))
+            yield _Batch(index, mask, results["last_hidden_state"], results.get("pooler_output"))

@@ -1,0 +1,169 @@
+"""The model directory's manifest (`onnxbert.json`): the one contract between export and runtime.
+
+Export writes it; runtime reads and checks it. Plain dataclasses over JSON so that the file stays readable by other
+tools (TEI, a bare onnxruntime script) and by people.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import REEXPORT_HINT, ModelDirectoryError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "POOLINGS",
+    "PRECISIONS",
+    "Architecture",
+    "Manifest",
+    "TensorSpec",
+    "TokenizerSettings",
+    "Variant",
+    "sha256_file",
+]
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "onnxbert.json"
+POOLINGS = ("pooler", "cls", "mean", "max")
+PRECISIONS = ("fp32", "int8", "fp16")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: name, element type, symbolic or fixed dims."""
+
+    name: str
+    dtype: str
+    shape: list[str | int]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What the graph computes, copied from the source config."""
+
+    model_type: str
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    intermediate_size: int
+    vocab_size: int
+    max_position_embeddings: int
+    type_vocab_size: int
+    has_pooler: bool
+
+
+@dataclass(frozen=True)
+class TokenizerSettings:
+    """How text becomes ids; `vocab_size` is the tokenizer's, checked against the graph's embedding rows."""
+
+    file: str
+    sha256: str
+    vocab_size: int
+    lowercase: bool
+    max_length: int
+    pad_id: int
+    pad_token: str
+    truncation_side: str = "right"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One ONNX file of the directory and the figures it passed at export."""
+
+    file: str
+    sha256: str
+    bytes: int
+    precision: str
+    provider: str
+    fusions: dict[str, int]
+    verification: dict[str, Any]
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything the runtime needs to know about a model directory."""
+
+    format_version: int
+    source: dict[str, Any]
+    architecture: Architecture
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    tokenizer: TokenizerSettings
+    default_pooling: str
+    default_variant: str
+    variants: dict[str, Variant]
+    versions: dict[str, str]
+
+    def to_json(self) -> str:
+        """Serialize with a stable key order, for diffs and hashes."""
+        return json.dumps({"format": "onnxbert", **asdict(self)}, indent=2, ensure_ascii=False) + "\n"
+
+    def save(self, directory: Path) -> Path:
+        """Write `onnxbert.json` into `directory`."""
+        path = directory / MANIFEST_NAME
+        path.write_text(self.to_json(), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, directory: Path) -> Manifest:
+        """Read and check the manifest of a model directory."""
+        path = directory / MANIFEST_NAME
+        if not path.is_file():
+            raise ModelDirectoryError(
+                f"{directory} has no {MANIFEST_NAME}: it is not an onnxbert model directory; "
+                f"create one with `onnxbert export MODEL --output {directory}`"
+            )
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ModelDirectoryError(f"{path} is not valid JSON ({error}); {REEXPORT_HINT}") from error
+        return cls.from_dict(raw, path)
+
+    @classmethod
+    def from_dict(cls, raw: Any, path: Path) -> Manifest:
+        """Build from parsed JSON, naming the missing or malformed field on failure."""
+        if not isinstance(raw, dict) or raw.get("format") != "onnxbert":
+            raise ModelDirectoryError(f"{path} is not an onnxbert manifest (no \"format\": \"onnxbert\")")
+        version = raw.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ModelDirectoryError(
+                f"{path} has format_version {version!r}; this onnxbert reads version {FORMAT_VERSION}; "
+                f"{REEXPORT_HINT} or install the onnxbert that wrote it"
+            )
+        try:
+            manifest = cls(
+                format_version=version,
+                source=dict(raw["source"]),
+                architecture=Architecture(**raw["architecture"]),
+                inputs=[TensorSpec(**spec) for spec in raw["inputs"]],
+                outputs=[TensorSpec(**spec) for spec in raw["outputs"]],
+                tokenizer=TokenizerSettings(**raw["tokenizer"]),
+                default_pooling=raw["default_pooling"],
+                default_variant=raw["default_variant"],
+                variants={name: Variant(**spec) for name, spec in raw["variants"].items()},
+                versions=dict(raw["versions"]),
+            )
+        except (KeyError, TypeError) as error:
+            raise ModelDirectoryError(f"{path} is malformed ({error!r}); {REEXPORT_HINT}") from error
+        if manifest.default_pooling not in POOLINGS:
+            raise ModelDirectoryError(f"{path}: default_pooling {manifest.default_pooling!r} not in {POOLINGS}")
+        if manifest.default_variant not in manifest.variants:
+            raise ModelDirectoryError(
+                f"{path}: default_variant {manifest.default_variant!r} is not one of {sorted(manifest.variants)}"
+            )
+        return manifest

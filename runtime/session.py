@@ -1,0 +1,89 @@
+"""ONNX Runtime sessions: explicit provider, checked after start; thread count from the CPUs this process may use."""
+
+from __future__ import annotations
+
+import enum
+import os
+from pathlib import Path
+
+import onnxruntime as ort
+
+from .errors import ProviderError
+
+__all__ = ["Provider", "available_cpus", "create_session"]
+
+_ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+class Provider(str, enum.Enum):
+    """Where the graph runs. `auto` is CUDA when onnxruntime-gpu can offer it, else CPU."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+    @classmethod
+    def parse(cls, value: str | Provider) -> Provider:
+        """Normalize a user string to the enum, or say which values are allowed."""
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(repr(p.value) for p in cls)
+            raise ValueError(f"provider={value!r} is not supported; use one of {allowed}") from None
+
+    def resolve(self) -> Provider:
+        """Turn `auto` into the concrete provider this onnxruntime build offers."""
+        if self is not Provider.AUTO:
+            return self
+        return Provider.CUDA if _ORT_NAMES["cuda"] in ort.get_available_providers() else Provider.CPU
+
+
+def _cgroup_cpu_limit() -> int | None:
+    """CPUs allowed by a cgroup v2 quota (containers), or None when unlimited or unknown."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return max(1, int(int(quota) // int(period)))
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: its affinity mask, capped by a cgroup quota. Not the host's core count."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity API
+        count = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    return min(count, limit) if limit else count
+
+
+def create_session(
+    path: Path, *, provider: Provider, threads: int | None, memory_arena: bool
+) -> ort.InferenceSession:
+    """Start a session on exactly `provider`; a provider that does not come up active is an error, not a fallback."""
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads={threads!r} must be a positive int, or None for the CPUs this process may use")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or available_cpus()
+    options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = memory_arena
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    wanted = _ORT_NAMES[provider.value]
+    available = ort.get_available_providers()
+    if wanted not in available:
+        raise ProviderError(
+            f"provider={provider.value!r} needs {wanted}, but this onnxruntime offers {available}; "
+            "for CUDA install 'onnxbert[gpu]' (onnxruntime-gpu) in place of 'onnxbert[cpu]'"
+        )
+    providers: list[str] = [wanted] if provider is Provider.CPU else [wanted, _ORT_NAMES["cpu"]]
+    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    active = session.get_providers()
+    if not active or active[0] != wanted:
+        raise ProviderError(
+            f"provider={provider.value!r} was requested but the session runs on {active}: {wanted} failed to "
+            "start (usually missing CUDA / cuDNN libraries or no visible GPU; onnxruntime logs the cause above). "
+            f"Available providers: {available}"
+        )
+    return session
