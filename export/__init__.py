@@ -1,7 +1,7 @@
 """onnxbert.export: a BERT-family checkpoint -> a verified, fused ONNX model directory (fp32 / int8 / fp16).
 
-    from onnxbert.export import export_model
-    export_model(None, "minilm")            # the embedded all-MiniLM-L6-v2, fp32 + int8, verified
+from onnxbert.export import export_model
+export_model(None, "minilm")            # the embedded all-MiniLM-L6-v2, fp32 + int8, verified
 """
 
 from __future__ import annotations

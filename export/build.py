@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import onnxruntime as ort
-
 from onnxbert.runtime.manifest import (
     FORMAT_VERSION,
     Architecture,
@@ -22,8 +21,8 @@ from onnxbert.runtime.manifest import (
 )
 from onnxbert.runtime.tokenize import TextTokenizer
 
-from .errors import ExportError
 from .convert import INPUT_NAMES, export_graph, load_model
+from .errors import ExportError
 from .optimize import check_fusions, fuse, quantize_int8, to_fp16
 from .sentences import VERIFICATION_SENTENCES
 from .source import Checkpoint
@@ -181,4 +180,3 @@ def build_directory(
     manifest = replace(manifest, variants=built)
     manifest.save(directory)
     return Built(manifest, seconds)
-

@@ -40,7 +40,7 @@ def load_model(checkpoint: Checkpoint, *, attention: str = "eager") -> tuple[Ber
     return model.eval(), not pooler_missing
 
 
-class _Graph(torch.nn.Module):
+class _Graph(torch.nn.Module):  # type: ignore[misc]  # torch is Any to mypy here
     """Return a tuple so the exporter names outputs positionally."""
 
     def __init__(self, model: BertModel, with_pooler: bool) -> None:

@@ -10,16 +10,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import onnxruntime as ort
-
 from onnxbert.runtime.manifest import PRECISIONS, Manifest
 
 from .errors import ExportError, VerificationError
 from .source import resolve_checkpoint
 
 __all__ = ["ExportResult", "Progress", "export_model", "parse_variants"]
+
 
 @dataclass(frozen=True)
 class ExportResult:
@@ -91,10 +91,11 @@ def export_model(
     max_length: int | None = None,
     opset: int = 17,
     force: bool = False,
-    progress: TextIO | None = sys.stderr,
+    progress: TextIO | bool = True,
 ) -> ExportResult:
     """Export `model` (a checkpoint directory, a hub id, or None for the embedded all-MiniLM-L6-v2) to `output`.
 
+    `progress`: True for step lines on stderr, False for none, or a stream to write them to.
     Every variant is verified against the transformers model before anything is written; a failing variant
     raises VerificationError with the figures and leaves `output` untouched.
     """
@@ -105,7 +106,7 @@ def export_model(
         raise ExportError(f"--opset {opset} is too old; the fused graph needs opset >= 17")
     target = Path(output).resolve()
     _prepare_output(target, force)
-    say = Progress(progress)
+    say = Progress(sys.stderr if progress is True else (progress or None))
     with say.step("resolving checkpoint"):
         checkpoint = resolve_checkpoint(model)
     say.say(f"source: {checkpoint.model_id}")

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer
-from tokenizers.implementations import BertWordPieceTokenizer
+from tokenizers.implementations.bert_wordpiece import BertWordPieceTokenizer
 
 from .errors import ExportError
 from .source import Checkpoint, read_json
 
 __all__ = ["default_pooling", "load_tokenizer", "lowercases", "resolve_max_length"]
 
-_POOLING_FLAGS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max"}
+_POOLING_FLAGS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_max_tokens": "max",
+}
 
 
 def load_tokenizer(checkpoint: Checkpoint) -> Tokenizer:
@@ -67,7 +70,11 @@ def default_pooling(checkpoint: Checkpoint, has_pooler: bool) -> tuple[str, str]
     chosen = [name for key, name in _POOLING_FLAGS.items() if flags.get(key)]
     if len(chosen) == 1:
         return chosen[0], f"{config_path.parent.name}/config.json"
-    return ("pooler", "BERT pooler (no sentence-transformers pooling config)") if has_pooler else (
-        "cls",
-        "[CLS] (no pooler weights, no sentence-transformers pooling config)",
+    return (
+        ("pooler", "BERT pooler (no sentence-transformers pooling config)")
+        if has_pooler
+        else (
+            "cls",
+            "[CLS] (no pooler weights, no sentence-transformers pooling config)",
+        )
     )

@@ -9,9 +9,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from transformers import BertModel
-
 from onnxbert.runtime import Encoder
+from transformers import BertModel
 
 __all__ = ["GATES", "Reference", "compare", "reference_outputs"]
 
@@ -66,6 +65,7 @@ def _cosines(a: Float32Array, b: Float32Array) -> Float32Array:
 
 def _top_k_agreement(a: Float32Array, b: Float32Array, k: int) -> float:
     """Mean share of each text's k nearest neighbours (by cosine, self excluded) that both vector sets agree on."""
+
     def neighbours(v: Float32Array) -> npt.NDArray[np.int64]:
         unit = v / np.linalg.norm(v, axis=1, keepdims=True)
         sims = unit @ unit.T
@@ -73,7 +73,7 @@ def _top_k_agreement(a: Float32Array, b: Float32Array, k: int) -> float:
         return np.argsort(-sims, axis=1)[:, :k]
 
     left, right = neighbours(a), neighbours(b)
-    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(left, right)]))
+    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(left, right, strict=True)]))
 
 
 def compare(
@@ -82,7 +82,7 @@ def compare(
     """Figures for one variant against the reference, and whether they pass that variant's gate."""
     encoder = Encoder(directory, variant=variant, provider=provider)
     out = encoder.encode(texts)
-    max_hidden = max(float(np.abs(h - r).max()) for h, r in zip(out.last_hidden_state, reference.hidden))
+    max_hidden = max(float(np.abs(h - r).max()) for h, r in zip(out.last_hidden_state, reference.hidden, strict=True))
     mean = np.stack([h.mean(axis=0) for h in out.last_hidden_state]).astype(np.float32)
     cosines = _cosines(mean, reference.mean)
     figures: dict[str, Any] = {

@@ -1,9 +1,9 @@
 """onnxbert.runtime: BERT-family encoders on ONNX Runtime and Rust tokenizers. No torch, transformers or onnx.
 
-    from onnxbert.runtime import Encoder
-    encoder = Encoder("my-model")                  # a directory written by `onnxbert export`
-    vectors = encoder.embed(["Hello", "今天天气真好啊"], normalize=True)   # (2, hidden) float32
-    tokens = encoder.encode("Hello").last_hidden_state[0]               # (tokens, hidden)
+from onnxbert.runtime import Encoder
+encoder = Encoder("my-model")                  # a directory written by `onnxbert export`
+vectors = encoder.embed(["Hello", "今天天气真好啊"], normalize=True)   # (2, hidden) float32
+tokens = encoder.encode("Hello").last_hidden_state[0]               # (tokens, hidden)
 """
 
 from __future__ import annotations
@@ -21,4 +21,12 @@ from .manifest import Manifest
 from .pooling import Pooling
 from .session import available_cpus
 
-__all__ = ["Encoder", "EncoderOutput", "Manifest", "ModelDirectoryError", "Pooling", "ProviderError", "available_cpus"]
+__all__ = [
+    "Encoder",
+    "EncoderOutput",
+    "Manifest",
+    "ModelDirectoryError",
+    "Pooling",
+    "ProviderError",
+    "available_cpus",
+]

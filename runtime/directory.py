@@ -15,7 +15,12 @@ from .tokenize import TextTokenizer
 __all__ = ["ModelDirectory", "check_graph_io", "open_directory"]
 
 _LFS_MAGIC = b"version https://git-lfs"
-_ORT_TYPES = {"tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(float)": "float32", "tensor(float16)": "float16"}
+_ORT_TYPES = {
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+}
 
 
 @dataclass(frozen=True)

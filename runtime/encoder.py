@@ -57,8 +57,8 @@ class Encoder:
         provider: str = "auto",
         threads: int | None = None,
         max_length: int | None = None,
-        max_batch_tokens: int = 16384,
-        max_batch_size: int = 256,
+        max_batch_tokens: int = 8192,
+        max_batch_size: int = 32,
         memory_arena: bool = True,
         verify_hashes: bool = True,
     ) -> None:
@@ -168,5 +168,5 @@ class Encoder:
                 mask[row, :length] = 1
             feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
             typed = {name: feeds[name].astype(dtype, copy=False) for name, dtype in self._inputs.items()}
-            results = dict(zip(self._output_names, self._session.run(None, typed)))
+            results = dict(zip(self._output_names, self._session.run(None, typed), strict=True))
             yield _Batch(index, mask, results["last_hidden_state"], results.get("pooler_output"))

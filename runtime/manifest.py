@@ -138,7 +138,7 @@ class Manifest:
     def from_dict(cls, raw: Any, path: Path) -> Manifest:
         """Build from parsed JSON, naming the missing or malformed field on failure."""
         if not isinstance(raw, dict) or raw.get("format") != "onnxbert":
-            raise ModelDirectoryError(f"{path} is not an onnxbert manifest (no \"format\": \"onnxbert\")")
+            raise ModelDirectoryError(f'{path} is not an onnxbert manifest (no "format": "onnxbert")')
         version = raw.get("format_version")
         if version != FORMAT_VERSION:
             raise ModelDirectoryError(

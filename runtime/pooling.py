@@ -46,13 +46,16 @@ def pool(
     weights = mask.astype(np.float32)  # (B, T)
     if method is Pooling.MEAN:
         counts = np.maximum(weights.sum(axis=1, keepdims=True), 1.0)  # (B, 1); never 0, so never NaN
-        summed = np.einsum("bth,bt->bh", hidden, weights, dtype=np.float32)  # no (B, T, H) mask copy
-        return (summed / counts).astype(np.float32, copy=False)
+        summed: Float32Array = np.einsum("bth,bt->bh", hidden, weights, dtype=np.float32)  # no (B, T, H) mask copy
+        mean: Float32Array = summed / counts
+        return mean
     masked = np.where(mask[:, :, None].astype(bool), hidden, np.float32(-np.inf))  # (B, T, H)
-    return masked.max(axis=1).astype(np.float32, copy=False)
+    peak: Float32Array = masked.max(axis=1).astype(np.float32, copy=False)
+    return peak
 
 
 def normalize(vectors: Float32Array) -> Float32Array:
     """L2-normalize rows; an all-zero row stays zero instead of becoming NaN."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, np.float32(1e-12))).astype(np.float32, copy=False)
+    unit: Float32Array = (vectors / np.maximum(norms, np.float32(1e-12))).astype(np.float32, copy=False)
+    return unit

@@ -59,9 +59,7 @@ def available_cpus() -> int:
     return min(count, limit) if limit else count
 
 
-def create_session(
-    path: Path, *, provider: Provider, threads: int | None, memory_arena: bool
-) -> ort.InferenceSession:
+def create_session(path: Path, *, provider: Provider, threads: int | None, memory_arena: bool) -> ort.InferenceSession:
     """Start a session on exactly `provider`; a provider that does not come up active is an error, not a fallback."""
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads={threads!r} must be a positive int, or None for the CPUs this process may use")

@@ -1,0 +1,77 @@
+"""`onnxbert export`: run the pipeline and print the summary table (progress goes to stderr)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .errors import VerificationError
+from .pipeline import ExportResult, export_model
+
+__all__ = ["format_figures", "run_export", "summary_table"]
+
+
+def format_figures(figures: dict[str, Any]) -> str:
+    """One short line of the verification figures that matter for a variant."""
+    if figures.get("verified") is False:
+        return f"not run: {figures.get('reason', '')}"
+    parts = []
+    if "max_abs_hidden" in figures:
+        parts.append(f"max|Δ| hidden {figures['max_abs_hidden']:.1e}")
+    if "max_abs_pooler" in figures:
+        parts.append(f"pooler {figures['max_abs_pooler']:.1e}")
+    if "mean_cosine" in figures:
+        parts.append(f"cos {figures['mean_cosine']:.4f} (min {figures['min_cosine']:.4f})")
+    if "top10_agreement" in figures:
+        parts.append(f"top10 {figures['top10_agreement']:.3f}")
+    status = "pass" if figures.get("passed") else "FAIL " + "; ".join(figures.get("failures", []))
+    return ", ".join(parts) + f"  [{status}]"
+
+
+_SHORT_OPS = {"EmbedLayerNormalization": "EmbedLN", "SkipLayerNormalization": "SkipLN", "Attention": "Attn"}
+
+
+def summary_table(result: ExportResult) -> str:
+    """Variant, size, fusions, parity figures and time, one row per variant."""
+    rows = [("variant", "file", "MB", "fusions", "verification (vs transformers fp32)", "s")]
+    for name, variant in result.manifest.variants.items():
+        fusions = " ".join(f"{_SHORT_OPS.get(op, op)}={n}" for op, n in variant.fusions.items() if n)
+        rows.append(
+            (
+                name,
+                variant.file,
+                f"{variant.bytes / 1e6:.1f}",
+                fusions,
+                format_figures(variant.verification),
+                f"{result.seconds.get(name, 0.0):.1f}",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Translate parsed flags into `export_model`; a failed gate prints the figures and exits 1."""
+    try:
+        result = export_model(
+            args.model,
+            args.output,
+            variants=args.variants,
+            max_length=args.max_length,
+            opset=args.opset,
+            force=args.force,
+        )
+    except VerificationError as error:
+        print(f"onnxbert export: {error}", file=sys.stderr)
+        for name, figures in error.figures.items():
+            print(f"  {name}: {format_figures(figures)}", file=sys.stderr)
+        return 1
+    print(
+        f"wrote {result.directory} (default variant: {result.manifest.default_variant}, "
+        f"pooling: {result.manifest.default_pooling}, max_length: {result.manifest.tokenizer.max_length})"
+    )
+    print(summary_table(result))
+    return 0

@@ -1,0 +1,91 @@
+"""`onnxbert` command line: a thin translation of flags into library calls.
+
+Each command's implementation is imported only when it runs, so `onnxbert embed` works in a CPU-only install that has
+no torch, and `onnxbert --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from onnxbert import __version__
+
+__all__ = ["build_parser", "main"]
+
+_POOLINGS = ("pooler", "cls", "mean", "max")
+_VARIANTS = ("auto", "fp32", "int8", "fp16")
+_PROVIDERS = ("auto", "cpu", "cuda")
+
+
+def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "export",
+        help="export a BERT checkpoint to a verified ONNX model directory",
+        description="Export MODEL (a checkpoint directory or hub id; default: the embedded all-MiniLM-L6-v2) to "
+        "DIR: fused fp32, dynamic int8 (CPU) and/or fp16 (CUDA), each verified against transformers first.",
+    )
+    parser.add_argument("model", nargs="?", default=None, help="checkpoint directory or hub id")
+    parser.add_argument("--output", "-o", required=True, help="model directory to write")
+    parser.add_argument("--variants", default="fp32,int8", help="comma-separated: fp32,int8,fp16 (default fp32,int8)")
+    parser.add_argument("--max-length", type=int, default=None, help="tokens per text (default: from the model)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default 17)")
+    parser.add_argument("--force", action="store_true", help="replace an existing non-empty DIR")
+
+
+def _add_embed(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "embed",
+        help="embed texts with a model directory",
+        description="Embed TEXT arguments or the lines / JSONL records of --input. Writes .npy or .jsonl to "
+        "--output, or JSON lines to stdout.",
+    )
+    parser.add_argument("directory", help="model directory written by `onnxbert export`")
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to embed")
+    parser.add_argument("--input", "-i", help="a text file (one text per line) or .jsonl file")
+    parser.add_argument("--field", default="text", help="JSONL field holding the text (default: text)")
+    parser.add_argument("--output", "-o", help="write .npy (pooled) or .jsonl; default: JSON lines on stdout")
+    parser.add_argument("--pooling", choices=_POOLINGS, default=None, help="default: the model's")
+    parser.add_argument("--normalize", action="store_true", help="L2-normalize pooled vectors")
+    parser.add_argument("--token-level", action="store_true", help="emit per-token hidden states (JSONL)")
+    parser.add_argument("--summary", action="store_true", help="print a readable summary and cosine similarities")
+    parser.add_argument("--variant", choices=_VARIANTS, default="auto")
+    parser.add_argument("--provider", choices=_PROVIDERS, default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--max-length", type=int, default=None, help="truncate texts to this many tokens")
+
+
+def _add_info(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("info", help="show a model directory's manifest and verification figures")
+    parser.add_argument("directory")
+    parser.add_argument("--json", action="store_true", help="print the manifest as JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `onnxbert` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="onnxbert", description="Run BERT-family encoders without PyTorch.")
+    parser.add_argument("--version", action="version", version=f"onnxbert {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_export(commands)
+    _add_embed(commands)
+    _add_info(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `onnxbert` console script; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "export":
+            from onnxbert.export.cli import run_export
+
+            return run_export(args)
+        from onnxbert.runtime import cli as runtime_cli
+
+        return runtime_cli.run_embed(args) if args.command == "embed" else runtime_cli.run_info(args)
+    except (ValueError, RuntimeError, OSError, ImportError) as error:
+        print(f"onnxbert {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

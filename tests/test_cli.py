@@ -1,0 +1,84 @@
+"""`onnxbert embed` and `onnxbert info` through the real console entry point."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnxbert.runtime import Encoder
+
+from onnxbert.cli import main
+
+
+def test_embed_texts_to_stdout(tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["embed", str(tiny_model_dir), "hello world", "今天天气真好啊", "--pooling", "mean"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = Encoder(tiny_model_dir).embed(["hello world", "今天天气真好啊"], pooling="mean")
+    assert [row["index"] for row in rows] == [0, 1]
+    np.testing.assert_allclose([row["embedding"] for row in rows], expected, atol=1e-6)
+
+
+def test_embed_lines_file_to_npy(tiny_model_dir: Path, tmp_path: Path) -> None:
+    source = tmp_path / "texts.txt"
+    source.write_text("hello\nthe dog runs\n\n今天\n", encoding="utf-8")
+    target = tmp_path / "out.npy"
+    assert main(["embed", str(tiny_model_dir), "--input", str(source), "--output", str(target), "--normalize"]) == 0
+    vectors = np.load(target)
+    assert vectors.shape == (4, 32)  # the empty line is a text too: line i is row i
+    expected = Encoder(tiny_model_dir).embed(["hello", "the dog runs", "", "今天"], normalize=True)
+    np.testing.assert_allclose(vectors, expected, atol=1e-6)
+
+
+def test_embed_jsonl_field_token_level(tiny_model_dir: Path, tmp_path: Path) -> None:
+    source = tmp_path / "docs.jsonl"
+    source.write_text('{"body": "hello world"}\n{"body": "the cat sat"}\n', encoding="utf-8")
+    target = tmp_path / "tokens.jsonl"
+    code = main(
+        [
+            "embed",
+            str(tiny_model_dir),
+            "-i",
+            str(source),
+            "--field",
+            "body",
+            "-o",
+            str(target),
+            "--token-level",
+        ]
+    )
+    assert code == 0
+    rows = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    assert [len(r["last_hidden_state"]) for r in rows] == [4, 5]
+    assert rows[0]["input_ids"][0] == 2 and rows[0]["truncated"] is False
+
+
+def test_embed_errors_exit_nonzero(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["embed", str(tiny_model_dir)]) == 1
+    assert "nothing to embed" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": 3}\n', encoding="utf-8")
+    assert main(["embed", str(tiny_model_dir), "-i", str(bad)]) == 1
+    assert "bad.jsonl:1" in capsys.readouterr().err
+    assert main(["embed", str(tmp_path / "missing"), "x"]) == 1
+    assert main(["embed", str(tiny_model_dir), "x", "-o", str(tmp_path / "x.npy"), "--token-level"]) == 1
+
+
+def test_console_script_info_and_summary(tiny_model_dir: Path) -> None:
+    info = subprocess.run(
+        [sys.executable, "-m", "onnxbert", "info", str(tiny_model_dir), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["format"] == "onnxbert"
+    summary = subprocess.run(
+        [sys.executable, "-m", "onnxbert", "embed", str(tiny_model_dir), "hello", "dog", "--summary"],
+        capture_output=True,
+        text=True,
+    )
+    assert summary.returncode == 0, summary.stderr
+    assert "cosine similarity" in summary.stdout and "1.000" in summary.stdout

@@ -1,0 +1,218 @@
+"""Export: files, manifest, graph interface, fusion / quantization counts, shapes, and the refusal paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from conftest import build_tiny_checkpoint
+from onnxbert.export import ExportError, VerificationError, export_model, parse_variants
+from onnxbert.export import verify as verify_module
+from onnxbert.export.optimize import expected_fusions, fusion_counts, operator_counts
+from onnxbert.runtime import Encoder, Manifest
+from onnxbert.runtime.manifest import sha256_file
+from transformers import BertModel
+
+from onnxbert.cli import main as cli_main
+
+INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
+
+
+def test_export_writes_every_file(tiny_model_dir: Path) -> None:
+    names = {p.name for p in tiny_model_dir.iterdir()}
+    assert names == {
+        "onnxbert.json",
+        "tokenizer.json",
+        "config.json",
+        "model.onnx",
+        "model.int8.onnx",
+        "model.fp16.onnx",
+    }
+    assert not list(tiny_model_dir.parent.glob(".*staging*"))  # the staging directory is gone
+
+
+def test_manifest_validates_and_matches_files(tiny_model_dir: Path) -> None:
+    manifest = Manifest.load(tiny_model_dir)
+    assert manifest.format_version == 1
+    assert manifest.architecture.num_layers == 2 and manifest.architecture.hidden_size == 32
+    assert manifest.architecture.has_pooler
+    assert manifest.default_variant == "fp32"
+    assert manifest.default_pooling == "pooler"  # no sentence-transformers config: BERT's pooler
+    assert manifest.tokenizer.max_length == 512
+    assert manifest.tokenizer.lowercase is True
+    assert set(manifest.versions) >= {"torch", "transformers", "onnxruntime", "onnx", "onnxbert"}
+    for variant in manifest.variants.values():
+        path = tiny_model_dir / variant.file
+        assert sha256_file(path) == variant.sha256
+        assert path.stat().st_size == variant.bytes
+        assert variant.verification["passed"] is True
+    assert manifest.variants["int8"].provider == "cpu"
+    assert manifest.variants["fp16"].provider == "cuda"
+    assert manifest.variants["fp16"].verification.get("verified") in (False, True)
+    assert manifest.variants["fp32"].verification["max_abs_hidden"] <= 1e-4
+    assert manifest.tokenizer.sha256 == sha256_file(tiny_model_dir / "tokenizer.json")
+
+
+def test_tokenizer_has_no_baked_padding_or_truncation(tiny_model_dir: Path) -> None:
+    saved = json.loads((tiny_model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    assert saved["padding"] is None
+    assert saved["truncation"] is None
+
+
+@pytest.mark.parametrize("variant", ["model.onnx", "model.int8.onnx", "model.fp16.onnx"])
+def test_graph_interface(tiny_model_dir: Path, variant: str) -> None:
+    graph = onnx.load(str(tiny_model_dir / variant)).graph
+    assert [i.name for i in graph.input] == INPUTS
+    for tensor in graph.input:
+        assert tensor.type.tensor_type.elem_type == onnx.TensorProto.INT64
+        assert [d.dim_param for d in tensor.type.tensor_type.shape.dim] == ["batch", "sequence"]
+    outputs = {o.name: o for o in graph.output}
+    assert list(outputs) == ["last_hidden_state", "pooler_output"]
+    for tensor in outputs.values():
+        assert tensor.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    hidden_dims = outputs["last_hidden_state"].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in hidden_dims] == ["batch", "sequence", 32]
+
+
+@pytest.mark.parametrize("variant", ["model.onnx", "model.int8.onnx", "model.fp16.onnx"])
+def test_fusion_counts_match_architecture(tiny_model_dir: Path, variant: str) -> None:
+    assert fusion_counts(operator_counts(tiny_model_dir / variant)) == expected_fusions(2)
+    assert expected_fusions(2) == {
+        "EmbedLayerNormalization": 1,
+        "Attention": 2,
+        "SkipLayerNormalization": 4,
+        "Gelu": 2,
+    }
+
+
+def test_int8_graph_is_quantized_and_fp16_has_half_weights(tiny_model_dir: Path) -> None:
+    counts = operator_counts(tiny_model_dir / "model.int8.onnx")
+    # per layer: attention output projection, FFN in, FFN out; plus the pooler dense
+    assert counts["MatMulInteger"] == 3 * 2 + 1
+    assert counts["DynamicQuantizeLinear"] >= 1
+    manifest = Manifest.load(tiny_model_dir)
+    assert manifest.variants["int8"].recipe["per_channel"] is True
+    fp16 = onnx.load(str(tiny_model_dir / "model.fp16.onnx")).graph
+    kinds = {t.data_type for t in fp16.initializer if t.dims and np.prod(t.dims) > 1}
+    assert onnx.TensorProto.FLOAT not in kinds and onnx.TensorProto.FLOAT16 in kinds
+
+
+@pytest.mark.parametrize(("batch", "length"), [(1, 1), (7, 1), (1, 2), (7, 37), (1, 512), (7, 512)])
+def test_shapes_run_and_match_torch(tiny_model_dir: Path, tiny_checkpoint: Path, batch: int, length: int) -> None:
+    rng = np.random.default_rng(batch * 1000 + length)
+    ids = rng.integers(5, 45, size=(batch, length), dtype=np.int64)
+    mask = np.ones_like(ids)
+    if batch > 1 and length > 1:
+        mask[1:, length // 2 :] = 0  # padded rows; their outputs are masked out below
+    feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    model = BertModel.from_pretrained(str(tiny_checkpoint)).eval()
+    with torch.inference_mode():
+        ref = model(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+    for variant, tolerance in (("model.onnx", 1e-4), ("model.int8.onnx", 0.1)):
+        session = ort.InferenceSession(str(tiny_model_dir / variant), providers=["CPUExecutionProvider"])
+        hidden, pooler = session.run(None, feeds)
+        assert hidden.shape == (batch, length, 32) and pooler.shape == (batch, 32)
+        delta = np.abs(hidden - ref.last_hidden_state.numpy()) * mask[:, :, None]
+        assert delta.max() <= tolerance, variant
+        assert np.abs(pooler - ref.pooler_output.numpy()).max() <= tolerance, variant
+
+
+def test_refuses_to_overwrite_without_force(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(ExportError, match="--force"):
+        export_model(tiny_checkpoint, out, variants="fp32", progress=False)
+    assert (out / "keep.txt").read_text() == "mine"
+    export_model(tiny_checkpoint, out, variants="fp32", force=True, progress=False)
+    assert not (out / "keep.txt").exists()
+    assert Manifest.load(out).variants.keys() == {"fp32"}
+
+
+def test_vocab_txt_only_checkpoint_exports(tmp_path: Path) -> None:
+    checkpoint = build_tiny_checkpoint(tmp_path / "ck", tokenizer_json=False, seed=1)
+    assert not (checkpoint / "tokenizer.json").exists()
+    out = tmp_path / "model"
+    export_model(checkpoint, out, variants="fp32", progress=False)
+    encoder = Encoder(out)
+    assert encoder.tokenize("Hello World!").ids[0].tolist() == [2, 14, 15, 25, 3]  # [CLS] hello world ! [SEP]
+    assert encoder.embed(["hello world", "今天天气真好啊"]).shape == (2, 32)
+
+
+def test_checkpoint_without_pooler_exports_hidden_states_only(tmp_path: Path) -> None:
+    checkpoint = build_tiny_checkpoint(tmp_path / "ck", pooler=False, seed=2)
+    out = tmp_path / "model"
+    export_model(checkpoint, out, variants="fp32", progress=False)
+    manifest = Manifest.load(out)
+    assert not manifest.architecture.has_pooler
+    assert [o.name for o in manifest.outputs] == ["last_hidden_state"]
+    assert manifest.default_pooling == "cls"
+    encoder = Encoder(out)
+    assert encoder.encode("hello").pooler_output is None
+    with pytest.raises(ValueError, match="pooler"):
+        encoder.embed("hello", pooling="pooler")
+
+
+def test_unsupported_architecture_names_what_is_supported(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "gpt2"
+    checkpoint.mkdir()
+    config = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": 2}
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ExportError, match=r"'gpt2'.*not supported.*'bert'"):
+        export_model(checkpoint, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_failing_gate_writes_nothing(tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(verify_module.GATES, "int8", {"mean_cosine": 1.5})  # a bar no int8 graph can clear
+    out = tmp_path / "model"
+    with pytest.raises(VerificationError) as failure:
+        export_model(tiny_checkpoint, out, variants="fp32,int8", progress=False)
+    assert failure.value.figures["int8"]["passed"] is False
+    assert failure.value.figures["fp32"]["passed"] is True
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no staging directory left behind
+
+
+def test_cli_failing_gate_exits_nonzero_with_figures(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(verify_module.GATES, "fp32", {"max_abs_hidden": 0.0})
+    code = cli_main(["export", str(tiny_checkpoint), "--output", str(tmp_path / "m"), "--variants", "fp32"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "failed verification" in err and "max_abs_hidden" in err
+
+
+def test_cli_export_prints_summary(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli_main(["export", str(tiny_checkpoint), "--output", str(tmp_path / "m"), "--variants", "fp32,int8"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "[onnxbert export] verifying int8" in captured.err  # progress on stderr
+    lines = captured.out.splitlines()
+    assert lines[1].split()[:2] == ["variant", "file"]
+    assert any(line.startswith("int8 ") and "[pass]" in line for line in lines)
+
+
+def test_pickle_checkpoint_is_announced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    checkpoint = build_tiny_checkpoint(tmp_path / "ck", seed=3)
+    model = BertModel.from_pretrained(str(checkpoint))
+    (checkpoint / "model.safetensors").unlink()
+    torch.save(model.state_dict(), checkpoint / "pytorch_model.bin")
+    export_model(checkpoint, tmp_path / "out", variants="fp32", progress=False)
+    assert "pickle" in capsys.readouterr().err
+
+
+def test_parse_variants_and_bad_options(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    assert parse_variants("int8, fp32") == ["fp32", "int8"]
+    with pytest.raises(ExportError, match="fp32, int8, fp16"):
+        parse_variants("fp8")
+    with pytest.raises(ExportError, match="opset"):
+        export_model(tiny_checkpoint, tmp_path / "x", opset=13, progress=False)
+    with pytest.raises(ExportError, match="max-length"):
+        export_model(tiny_checkpoint, tmp_path / "x", max_length=513, progress=False)

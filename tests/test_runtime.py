@@ -1,0 +1,242 @@
+"""Runtime Encoder: batching invariance, order, threads, bad input, load-time checks, providers, Chinese."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY_VOCAB
+from onnxbert.runtime import Encoder, ModelDirectoryError, ProviderError, available_cpus
+from onnxbert.runtime.batching import plan_batches
+
+WORDS = ["the", "man", "is", "playing", "a", "guitar", "dog", "runs", "hello", "world", "今天", "好"]
+
+
+def random_texts(count: int, seed: int, longest: int = 60) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(0, longest)))) for _ in range(count)]
+
+
+def test_text_alone_equals_text_in_mixed_batch(minilm_dir: Path) -> None:
+    encoder = Encoder(minilm_dir, variant="fp32")
+    texts = [*random_texts(49, seed=1, longest=120), "A man is playing a guitar."]
+    batched = encoder.embed(texts)
+    alone = np.stack([encoder.embed(text)[0] for text in texts])
+    assert np.abs(batched - alone).max() <= 1e-5
+    tokens = encoder.encode(texts)
+    single = encoder.encode(texts[7])
+    assert np.abs(tokens.last_hidden_state[7] - single.last_hidden_state[0]).max() <= 1e-5
+
+
+def test_input_order_is_restored(tiny_model_dir: Path) -> None:
+    encoder = Encoder(tiny_model_dir, max_batch_size=4)  # many small batches, run longest first
+    texts = random_texts(40, seed=2)
+    pooled = encoder.embed(texts, pooling="cls")
+    out = encoder.encode(texts)
+    for index, text in enumerate(texts):
+        assert out.input_ids[index].tolist() == encoder.tokenize(text).ids[0].tolist()
+        np.testing.assert_allclose(pooled[index], encoder.embed(text, pooling="cls")[0], atol=1e-5)
+        assert out.last_hidden_state[index].shape == (len(out.input_ids[index]), 32)
+
+
+def test_plan_batches_respects_budget_and_covers_everything() -> None:
+    lengths = np.array([5, 300, 12, 12, 80, 2, 512, 40], dtype=np.int64)
+    batches = plan_batches(lengths, max_batch_tokens=600, max_batch_size=3)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) <= 3
+        assert len(batch) == 1 or len(batch) * lengths[batch].max() <= 600
+    assert batches[0].tolist() == [6]  # the longest text runs alone: 2 x 512 > 600
+
+
+def test_sixteen_threads_get_exactly_the_serial_results(minilm_dir: Path) -> None:
+    encoder = Encoder(minilm_dir, variant="fp32")
+    inputs = [random_texts(12, seed=100 + i) for i in range(16)]
+    serial = [encoder.embed(texts) for texts in inputs]
+    results: list[np.ndarray | None] = [None] * 16
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(16)
+
+    def work(i: int) -> None:
+        try:
+            barrier.wait()
+            for _ in range(3):
+                results[i] = encoder.embed(inputs[i])
+                assert np.array_equal(results[i], serial[i])
+        except BaseException as error:  # collected and re-raised in the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[0]
+    for got, want in zip(results, serial, strict=False):
+        assert got is not None and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [
+        (None, "str or a list of str"),
+        (42, "str or a list of str"),
+        (b"bytes", "str or a list of str"),
+        (["ok", "fine", 3], r"texts\[2\] is int"),
+        (["ok", None], r"texts\[1\] is NoneType"),
+        (["ok", "bad \ud800 surrogate"], r"texts\[1\] cannot be encoded"),
+    ],
+)
+def test_bad_input_is_a_value_error_naming_the_index(tiny_model_dir: Path, texts: object, message: str) -> None:
+    encoder = Encoder(tiny_model_dir)
+    with pytest.raises(ValueError, match=message):
+        encoder.embed(texts)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=message):
+        encoder.encode(texts)  # type: ignore[arg-type]
+
+
+def test_empty_list_and_empty_strings(tiny_model_dir: Path) -> None:
+    encoder = Encoder(tiny_model_dir)
+    assert encoder.embed([]).shape == (0, 32) and encoder.embed([]).dtype == np.float32
+    assert encoder.encode([]).last_hidden_state == []
+    for pooling in ("pooler", "cls", "mean", "max"):
+        vectors = encoder.embed(["", "   ", "\n\t"], pooling=pooling, normalize=True)
+        assert vectors.shape == (3, 32) and np.isfinite(vectors).all()
+        np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-6)  # whitespace normalizes away
+
+
+def test_single_string_and_dtype(tiny_model_dir: Path) -> None:
+    encoder = Encoder(tiny_model_dir)
+    vector = encoder.embed("hello world")
+    assert vector.shape == (1, 32) and vector.dtype == np.float32
+    unit = encoder.embed(["hello", "dog"], normalize=True)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-6)
+    with pytest.raises(ValueError, match="'pooler', 'cls', 'mean', 'max'"):
+        encoder.embed("hello", pooling="sum")
+
+
+def test_overlong_text_is_truncated_and_flagged_or_rejected(tiny_model_dir: Path) -> None:
+    encoder = Encoder(tiny_model_dir, max_length=16)
+    long_text = "the dog runs " * 10  # 30 words -> 32 tokens
+    out = encoder.encode(["hello", long_text])
+    assert out.truncated.tolist() == [False, True]
+    assert len(out.input_ids[1]) == 16 and out.input_ids[1][-1] == TINY_VOCAB.index("[SEP]")
+    with pytest.raises(ValueError, match=r"texts\[1\] has 32 tokens, over max_length=16"):
+        encoder.embed(["hello", long_text], truncate=False)
+    with pytest.raises(ValueError, match="max_length"):
+        Encoder(tiny_model_dir, max_length=513)
+
+
+def test_ten_thousand_texts_come_back_in_order(tiny_model_dir: Path) -> None:
+    encoder = Encoder(tiny_model_dir)
+    unique = random_texts(50, seed=3)
+    texts = [unique[i % 50] for i in range(10_000)]
+    vectors = encoder.embed(texts, pooling="mean")
+    expected = encoder.embed(unique, pooling="mean")
+    assert vectors.shape == (10_000, 32)
+    np.testing.assert_allclose(vectors, np.tile(expected, (200, 1)), atol=1e-5)
+
+
+def test_chinese_is_split_into_characters(tiny_model_dir: Path) -> None:
+    encoder = Encoder(tiny_model_dir)
+    ids = encoder.tokenize("今天天气真好啊").ids[0].tolist()
+    assert [TINY_VOCAB[i] for i in ids] == ["[CLS]", "今", "天", "天", "气", "真", "好", "啊", "[SEP]"]
+    out = encoder.encode("今天天气真好啊", return_offsets=True)
+    assert out.offsets is not None and out.offsets[0][1:-1] == [(i, i + 1) for i in range(7)]
+    assert np.isfinite(encoder.embed("今天天气真好啊")).all()
+
+
+def test_repr_threads_and_provider(tiny_model_dir: Path) -> None:
+    encoder = Encoder(tiny_model_dir, variant="int8", provider="cpu", threads=1)
+    assert encoder.variant == "int8" and encoder.provider == "cpu" and encoder.threads == 1
+    assert "variant='int8'" in repr(encoder) and "provider='cpu'" in repr(encoder)
+    assert Encoder(tiny_model_dir).threads == available_cpus()
+    with pytest.raises(ValueError, match="threads"):
+        Encoder(tiny_model_dir, threads=0)
+    with pytest.raises(ValueError, match="'auto', 'cpu', 'cuda'"):
+        Encoder(tiny_model_dir, provider="tpu")
+    with pytest.raises(ValueError, match="variant='bf16'"):
+        Encoder(tiny_model_dir, variant="bf16")
+
+
+def test_cuda_that_is_not_there_is_an_error(tiny_model_dir: Path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        encoder = Encoder(tiny_model_dir, provider="cuda")
+        assert encoder.provider == "cuda" and encoder.variant == "fp16"
+        return
+    with pytest.raises(ProviderError, match="CUDAExecutionProvider") as failure:
+        Encoder(tiny_model_dir, provider="cuda")
+    assert "CPUExecutionProvider" in str(failure.value)  # names what is available
+
+
+# ---- load-time checks -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def model_copy(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_model_dir, tmp_path / "copy"))
+
+
+def test_truncated_graph_is_refused(model_copy: Path) -> None:
+    graph = model_copy / "model.onnx"
+    graph.write_bytes(graph.read_bytes()[:5000])
+    with pytest.raises(ModelDirectoryError, match=r"truncated or replaced.*re-export"):
+        Encoder(model_copy)
+
+
+def test_git_lfs_pointer_is_refused(model_copy: Path) -> None:
+    (model_copy / "model.onnx").write_text(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n", encoding="utf-8"
+    )
+    with pytest.raises(ModelDirectoryError, match="Git LFS pointer"):
+        Encoder(model_copy)
+
+
+def test_same_size_corruption_fails_the_hash(model_copy: Path) -> None:
+    graph = model_copy / "model.onnx"
+    data = bytearray(graph.read_bytes())
+    data[-10] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    with pytest.raises(ModelDirectoryError, match="sha256"):
+        Encoder(model_copy)
+
+
+def test_tokenizer_from_another_model_is_refused(model_copy: Path, minilm_dir: Path) -> None:
+    shutil.copyfile(minilm_dir / "tokenizer.json", model_copy / "tokenizer.json")
+    with pytest.raises(ModelDirectoryError, match=r"30522 tokens.*another model"):
+        Encoder(model_copy)
+
+
+def test_missing_or_foreign_manifest(model_copy: Path, tmp_path: Path) -> None:
+    manifest = json.loads((model_copy / "onnxbert.json").read_text(encoding="utf-8"))
+    manifest["format_version"] = 99
+    (model_copy / "onnxbert.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(ModelDirectoryError, match="format_version 99"):
+        Encoder(model_copy)
+    (model_copy / "onnxbert.json").unlink()
+    with pytest.raises(ModelDirectoryError, match=r"no onnxbert\.json"):
+        Encoder(model_copy)
+    with pytest.raises(ModelDirectoryError, match="not a directory"):
+        Encoder(tmp_path / "nowhere")
+
+
+def test_graph_inputs_must_match_manifest(model_copy: Path) -> None:
+    manifest = json.loads((model_copy / "onnxbert.json").read_text(encoding="utf-8"))
+    manifest["inputs"] = manifest["inputs"][:2]  # claims there is no token_type_ids
+    (model_copy / "onnxbert.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(ModelDirectoryError, match="takes inputs"):
+        Encoder(model_copy)
+
+
+def test_variant_not_exported(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    from onnxbert.export import export_model
+
+    export_model(tiny_checkpoint, tmp_path / "m", variants="fp32", progress=False)
+    with pytest.raises(ModelDirectoryError, match="--variants int8"):
+        Encoder(tmp_path / "m", variant="int8")
