@@ -22,6 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", default="out/bench", help="output directory (default out/bench)")
     run.add_argument("--cache", default="out/bench-cache", help="exported models are kept here between runs")
     run.add_argument("--no-peers", dest="peers", action="store_false", help="skip FastEmbed even when installed")
+    load = commands.add_parser("serve-load", help="load-test `onnxbert serve` on 127.0.0.1 against in-process")
+    load.add_argument("--model", default="minilm", choices=MODELS)
+    load.add_argument("--concurrency", default="1,8,32,128", help="comma-separated client concurrency levels")
+    load.add_argument("--requests", type=int, default=1000, help="single-sentence requests per level")
+    load.add_argument("--threads", type=int, default=None)
+    load.add_argument("--out", default="out/bench")
+    load.add_argument("--cache", default="out/bench-cache")
+    render = commands.add_parser("report", help="re-render report.md and plots from a run's results.json")
+    render.add_argument("out")
     check = commands.add_parser("check", help="verify that a run's report, JSON and plots are complete")
     check.add_argument("out")
     args = parser.parse_args(argv)
@@ -36,6 +45,29 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if problems else 0
 
     from onnxbert.runtime import available_cpus
+
+    if args.command == "report":
+        import json
+
+        results = json.loads((Path(args.out) / "results.json").read_text(encoding="utf-8"))
+        report.write(results, Path(args.out))
+        return 0
+
+    if args.command == "serve-load":
+        from onnxbert.runtime import available_cpus
+
+        from benchmarks.serve_load import markdown, run_load
+
+        result = run_load(
+            args.model,
+            [int(c) for c in args.concurrency.split(",")],
+            args.requests,
+            args.threads or available_cpus(),
+            Path(args.cache),
+            Path(args.out),
+        )
+        print(markdown(result))
+        return 0
 
     from benchmarks.run import Settings, log
     from benchmarks.run import run as run_suite

@@ -50,7 +50,9 @@ class TorchEager:
     def __post_init__(self) -> None:
         import torch
         from transformers import BertModel
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()
         torch.set_num_threads(self.threads)
         self.torch = torch
         self.model = BertModel.from_pretrained(str(self.checkpoint)).eval()

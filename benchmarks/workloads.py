@@ -45,8 +45,9 @@ def sentences(limit: int | None) -> list[str]:
     return unique[:limit] if limit else unique
 
 
-def workloads(quick: bool) -> list[Workload]:
+def workloads(quick: bool, text_limit: int | None = None) -> list[Workload]:
+    """Shapes, then real text (all STS-B dev sentences, or the first `text_limit`; 256 with quick)."""
     shapes = QUICK_SHAPES if quick else SHAPES
     found = [Workload(f"{b}x{t}", shape_texts(b, t), "shape") for b, t in shapes]
-    found.append(Workload("sts-dev", sentences(256 if quick else None), "text"))
+    found.append(Workload("sts-dev", sentences(256 if quick else text_limit), "text"))
     return found

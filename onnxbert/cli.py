@@ -7,6 +7,7 @@ no torch, and `onnxbert --help` is instant.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -56,6 +57,29 @@ def _add_embed(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--max-length", type=int, default=None, help="truncate texts to this many tokens")
 
 
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "serve",
+        help="serve a model directory over HTTP (OpenAI /v1/embeddings, TEI /embed, /embed_all)",
+        description="An ASGI server with a dynamic batcher in front of one Encoder. Binds 127.0.0.1 unless --host "
+        "says otherwise. SIGTERM drains in-flight requests and exits 0.",
+    )
+    parser.add_argument("directory")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--variant", choices=_VARIANTS, default="auto")
+    parser.add_argument("--provider", choices=_PROVIDERS, default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--max-batch-tokens", type=int, default=8192, help="real tokens per Encoder call")
+    parser.add_argument("--max-wait-ms", type=float, default=2.0, help="wait for company when idle (default 2)")
+    parser.add_argument("--max-queue", type=int, default=2048, help="texts waiting before 429 (default 2048)")
+    parser.add_argument("--max-client-batch", type=int, default=64, help="inputs per request (default 64)")
+    parser.add_argument("--payload-limit", type=int, default=2_000_000, help="request bytes (default 2 MB)")
+    parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (also $ONNXBERT_API_KEY)")
+    parser.add_argument("--model-name", default=None, help="model name reported by /v1/embeddings")
+    parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+
+
 def _add_info(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser("info", help="show a model directory's manifest and verification figures")
     parser.add_argument("directory")
@@ -69,8 +93,27 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_export(commands)
     _add_embed(commands)
+    _add_serve(commands)
     _add_info(commands)
     return parser
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from onnxbert.serve import ServerSettings, serve
+
+    settings = ServerSettings(
+        variant=args.variant,
+        provider=args.provider,
+        threads=args.threads,
+        max_batch_tokens=args.max_batch_tokens,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        max_client_batch=args.max_client_batch,
+        payload_limit=args.payload_limit,
+        api_key=args.api_key or os.environ.get("ONNXBERT_API_KEY"),  # the environment is read here, at the edge
+        model_name=args.model_name,
+    )
+    return serve(args.directory, settings, host=args.host, port=args.port, log_level=args.log_level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from onnxbert.export.cli import run_export
 
             return run_export(args)
+        if args.command == "serve":
+            return _run_serve(args)
         from onnxbert.runtime import cli as runtime_cli
 
         return runtime_cli.run_embed(args) if args.command == "embed" else runtime_cli.run_info(args)

@@ -115,9 +115,12 @@ class Encoder:
             f"threads={self.threads}, max_length={self.max_length})"
         )
 
-    def tokenize(self, texts: str | Sequence[str], *, truncate: bool = True) -> Tokenized:
-        """Token ids exactly as `embed` and `encode` would feed them to the graph."""
-        return self._tokenizer.encode(check_texts(texts), truncate=truncate)
+    def tokenize(self, texts: str | Sequence[str], *, truncate: bool = True, offsets: bool = False) -> Tokenized:
+        """Token ids exactly as `embed` and `encode` would feed them to the graph.
+
+        With `offsets`, also each token's string and character span.
+        """
+        return self._tokenizer.encode(check_texts(texts), truncate=truncate, offsets=offsets)
 
     def embed(
         self,
@@ -128,20 +131,33 @@ class Encoder:
         truncate: bool = True,
     ) -> Float32Array:
         """Pooled sentence vectors, float32 (n, hidden), in input order."""
+        method = self._pooling(pooling)
+        out = self.embed_tokens(self._tokenizer.encode(check_texts(texts), truncate=truncate), method)
+        return l2_normalize(out) if normalize else out
+
+    def _pooling(self, pooling: str | Pooling | None) -> Pooling:
         method = Pooling.parse(pooling or self.default_pooling)
         if method is Pooling.POOLER and not self._dir.manifest.architecture.has_pooler:
             raise ValueError("pooling='pooler' needs pooler weights, which this checkpoint lacks; use cls/mean/max")
-        tokens = self._tokenizer.encode(check_texts(texts), truncate=truncate)
+        return method
+
+    def embed_tokens(self, tokens: Tokenized, pooling: str | Pooling | None = None) -> Float32Array:
+        """Pooled vectors for texts already tokenized by `tokenize` (servers tokenize once, at admission)."""
+        method = self._pooling(pooling)
         out = np.empty((len(tokens.ids), self.hidden_size), dtype=np.float32)
         for batch in self._run(tokens):
             out[batch.index] = pool(batch.hidden, batch.mask, method, batch.pooler)
-        return l2_normalize(out) if normalize else out
+        return out
 
     def encode(
         self, texts: str | Sequence[str], *, truncate: bool = True, return_offsets: bool = False
     ) -> EncoderOutput:
         """Token-level hidden states per text (no padding rows) plus pooler_output, ids and truncation flags."""
         tokens = self._tokenizer.encode(check_texts(texts), truncate=truncate, offsets=return_offsets)
+        return self.encode_tokens(tokens)
+
+    def encode_tokens(self, tokens: Tokenized) -> EncoderOutput:
+        """Token-level outputs for texts already tokenized by `tokenize`."""
         n = len(tokens.ids)
         hidden: list[Float32Array] = [np.empty((0, self.hidden_size), np.float32)] * n
         has_pooler = self._dir.manifest.architecture.has_pooler

@@ -41,6 +41,21 @@ class Tokenized:
     lengths: npt.NDArray[np.int64]
     truncated: npt.NDArray[np.bool_]
     offsets: list[list[tuple[int, int]]] | None
+    tokens: list[list[str]] | None = None
+
+    @classmethod
+    def concat(cls, parts: Sequence[Tokenized]) -> Tokenized:
+        """One Tokenized holding every part's texts in order (a server merging requests into one batch)."""
+        with_offsets = all(p.offsets is not None for p in parts)
+        return cls(
+            ids=[ids for p in parts for ids in p.ids],
+            lengths=np.concatenate([p.lengths for p in parts]) if parts else np.zeros(0, np.int64),
+            truncated=np.concatenate([p.truncated for p in parts]) if parts else np.zeros(0, np.bool_),
+            offsets=[o for p in parts for o in (p.offsets or [])] if with_offsets and parts else None,
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 class TextTokenizer:
@@ -84,4 +99,5 @@ class TextTokenizer:
         ids = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
         lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
         spans = [list(e.offsets) for e in encodings] if offsets else None
-        return Tokenized(ids=ids, lengths=lengths, truncated=truncated, offsets=spans)
+        strings = [list(e.tokens) for e in encodings] if offsets else None
+        return Tokenized(ids=ids, lengths=lengths, truncated=truncated, offsets=spans, tokens=strings)

@@ -1,0 +1,154 @@
+"""Load benchmark of `onnxbert serve`: a bounded async client on 127.0.0.1 sending one sentence per request.
+
+Reported beside the in-process `Encoder.embed` throughput on the same texts (one call, length-sorted batching),
+measured in the same run before the server starts. Goal: at concurrency 32 the server reaches >= 80% of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.env import environment
+from benchmarks.models import prepare
+from benchmarks.workloads import sentences
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _in_process(directory: Path, texts: list[str], threads: int, rounds: int = 3) -> float:
+    from onnxbert.runtime import Encoder
+
+    encoder = Encoder(directory, provider="cpu", threads=threads)
+    encoder.embed(texts[:64])
+    best = min(_timed(lambda: encoder.embed(texts)) for _ in range(rounds))
+    return len(texts) / best
+
+
+def _timed(call: Any) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+async def _drive(url: str, texts: list[str], concurrency: int) -> dict[str, Any]:
+    import httpx
+
+    latencies: list[float] = []
+    failures = 0
+    cursor = iter(range(len(texts)))
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal failures
+        for index in cursor:  # shared iterator: each text is sent exactly once
+            start = time.perf_counter()
+            reply = await client.post("/embed", json={"inputs": texts[index]})
+            latencies.append(time.perf_counter() - start)
+            failures += reply.status_code != 200
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        await client.post("/embed", json={"inputs": texts[:8]})  # warm the connection pool and the server
+        start = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(*(worker(client) for _ in range(concurrency))), timeout=600)
+        wall = time.perf_counter() - start
+    ms = np.asarray(latencies) * 1e3
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "failures": failures,
+        "throughput": len(latencies) / wall,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+    }
+
+
+def run_load(model: str, concurrency: list[int], requests: int, threads: int, cache: Path, out: Path) -> dict[str, Any]:
+    directory = prepare(model, cache).directory
+    texts = sentences(requests)
+    baseline = _in_process(directory, texts, threads)
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "onnxbert",
+            "serve",
+            str(directory),
+            "--port",
+            str(port),
+            "--threads",
+            str(threads),
+            "--log-level",
+            "warning",
+        ],
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait(url)
+        rows = [asyncio.run(_drive(url, texts, c)) for c in concurrency]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    for row in rows:
+        row["share_of_in_process"] = row["throughput"] / baseline
+    result = {
+        "model": model,
+        "threads": threads,
+        "texts": len(texts),
+        "in_process_throughput": baseline,
+        "rows": rows,
+        "environment": environment(threads),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "serve_load.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out / "serve_load.md").write_text(markdown(result), encoding="utf-8")
+    return result
+
+
+def _wait(url: str, timeout: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("server did not become ready")
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"# onnxbert serve load ({result['model']}, {result['texts']} single-sentence requests, "
+        f"{result['threads']} inference threads)",
+        "",
+        f"In-process `Encoder.embed` on the same texts (one call, length-sorted batches): "
+        f"{result['in_process_throughput']:.0f} sentences/s.",
+        "",
+        "| concurrency | requests/s | share of in-process | p50 ms | p99 ms | failures |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['concurrency']} | {row['throughput']:.0f} | {row['share_of_in_process']:.0%} | "
+            f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['failures']} |"
+        )
+    lines += ["", "The client runs on the same machine and competes with the server for its cores."]
+    return "\n".join(lines) + "\n"

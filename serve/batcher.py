@@ -1,0 +1,162 @@
+"""Dynamic batching: requests from many clients coalesced into one Encoder call, run off the event loop.
+
+Requests arrive already tokenized (at admission, so over-long text and token counts are known before queueing).
+One worker takes every queued request of the same kind up to a token budget, runs them as one Encoder call in a
+single inference thread (the Encoder sorts them by length inside), and hands each request exactly its own rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from onnxbert.runtime import Encoder, Pooling
+from onnxbert.runtime.tokenize import Tokenized
+
+from .metrics import Metrics
+from .settings import ServerSettings
+
+__all__ = ["Batcher", "Job", "QueueFullError"]
+
+
+class QueueFullError(Exception):
+    """The queue holds max_queue texts already; the client should retry after `retry_after` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"queue full, retry after {retry_after}s")
+        self.retry_after = retry_after
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's texts, what to compute, and where its answer goes."""
+
+    token_level: bool  # encode (hidden states per token) rather than embed (pooled)
+    pooling: Pooling
+    tokens: Tokenized
+    future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    @property
+    def key(self) -> tuple[bool, Pooling]:
+        """Jobs with the same key can share one Encoder call."""
+        return self.token_level, self.pooling
+
+
+class Batcher:
+    """The queue and its single inference worker."""
+
+    def __init__(self, encoder: Encoder, settings: ServerSettings, metrics: Metrics) -> None:
+        self._encoder = encoder
+        self._settings = settings
+        self._metrics = metrics
+        self._jobs: deque[Job] = deque()
+        self._queued_texts = 0
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxbert-inference")
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._recent_rate = 100.0  # texts/s, for Retry-After; updated after every batch
+
+    @property
+    def queued_texts(self) -> int:
+        """Texts waiting, not counting the batch being run."""
+        return self._queued_texts
+
+    def start(self) -> None:
+        """Start the worker on the running event loop."""
+        self._task = asyncio.get_running_loop().create_task(self._work(), name="onnxbert-batcher")
+
+    async def stop(self) -> None:
+        """Finish every queued request, then stop the worker and its thread."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        self._executor.shutdown(wait=True)
+
+    def submit(self, job: Job) -> None:
+        """Queue a job, or raise QueueFullError when max_queue texts already wait."""
+        count = len(job.tokens)
+        if self._stopping:
+            raise QueueFullError(retry_after=1)
+        if self._queued_texts and self._queued_texts + count > self._settings.max_queue:
+            raise QueueFullError(retry_after=max(1, int(np.ceil(self._queued_texts / self._recent_rate))))
+        self._jobs.append(job)
+        self._queued_texts += count
+        self._metrics.queue_texts.set(self._queued_texts)
+        self._wake.set()
+
+    def withdraw(self, job: Job) -> None:
+        """The client went away: drop its job if it has not started, freeing its place in the queue."""
+        try:
+            self._jobs.remove(job)
+        except ValueError:
+            return  # already running or done; its result is simply not sent
+        self._queued_texts -= len(job.tokens)
+        self._metrics.queue_texts.set(self._queued_texts)
+        job.future.cancel()
+
+    def _take(self) -> list[Job]:
+        """The oldest job and every later job of the same kind that fits the token budget."""
+        first = self._jobs[0]
+        budget = self._settings.max_batch_tokens
+        taken: list[Job] = []
+        tokens = 0
+        for job in list(self._jobs):
+            size = int(job.tokens.lengths.sum())
+            if job.key == first.key and (not taken or tokens + size <= budget):
+                taken.append(job)
+                tokens += size
+        for job in taken:
+            self._jobs.remove(job)
+            self._queued_texts -= len(job.tokens)
+        self._metrics.queue_texts.set(self._queued_texts)
+        return taken
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._jobs:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                if self._settings.max_wait_ms > 0 and not self._stopping:
+                    # The worker was idle: let concurrent requests arriving right now join this batch.
+                    await asyncio.sleep(self._settings.max_wait_ms / 1000)
+                continue
+            jobs = self._take()
+            try:
+                results = await loop.run_in_executor(self._executor, self._infer, jobs)
+            except Exception as error:  # every waiting client gets the failure instead of hanging
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+                continue
+            for job, result in zip(jobs, results, strict=True):
+                if not job.future.done():
+                    job.future.set_result(result)
+
+    def _infer(self, jobs: list[Job]) -> list[Any]:
+        """Runs in the inference thread: one Encoder call for all jobs, split back per job."""
+        merged = Tokenized.concat([job.tokens for job in jobs])
+        start = time.perf_counter()
+        if jobs[0].token_level:
+            out = self._encoder.encode_tokens(merged)
+            rows: Any = out.last_hidden_state
+        else:
+            rows = self._encoder.embed_tokens(merged, jobs[0].pooling)
+        elapsed = time.perf_counter() - start
+        self._recent_rate = max(len(merged) / max(elapsed, 1e-6), 1.0)
+        self._metrics.inference_seconds.observe(elapsed)
+        self._metrics.batch_texts.observe(len(merged))
+        self._metrics.batch_tokens.observe(float(merged.lengths.sum()))
+        self._metrics.tokens.inc(float(merged.lengths.sum()))
+        bounds = np.cumsum([0] + [len(job.tokens) for job in jobs])
+        return [rows[a:b] for a, b in itertools.pairwise(bounds)]

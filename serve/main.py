@@ -1,0 +1,61 @@
+"""Run the app under uvicorn with a graceful SIGTERM drain that exits 0."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from .app import State, create_app
+from .settings import ServerSettings
+
+__all__ = ["serve"]
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, except that SIGTERM marks the app draining and is not re-raised after the drain.
+
+    uvicorn re-raises a captured SIGTERM once it has shut down, which would end the process with -15; a finished
+    drain is a clean exit, so orchestrators see 0.
+    """
+
+    def __init__(self, config: uvicorn.Config, state: State) -> None:
+        super().__init__(config)
+        self._state = state
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._state.draining = True  # /health turns 503 at once; requests already admitted still finish
+        super().handle_exit(sig, frame)
+        if sig == signal.SIGTERM:
+            self._captured_signals.remove(sig)
+
+
+def serve(
+    directory: str | Path,
+    settings: ServerSettings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    log_level: str = "info",
+    drain_seconds: float = 30.0,
+) -> int:
+    """Serve until SIGTERM or Ctrl-C; in-flight requests finish (up to `drain_seconds`) before the exit."""
+    if not Path(directory).is_dir():
+        raise ValueError(f"{directory} is not a model directory; create one with `onnxbert export`")
+    app = create_app(directory, settings)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=int(drain_seconds),
+        access_log=False,
+    )
+    server = _Server(config, app.state.onnxbert)
+    server.run()
+    print("onnxbert serve: drained, exiting", file=sys.stderr)
+    return 0 if server.started else 1

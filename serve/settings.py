@@ -1,0 +1,29 @@
+"""Server settings: every limit a client can hit, with the defaults TEI users expect."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Limits and batching knobs of `onnxbert serve`."""
+
+    variant: str = "auto"
+    provider: str = "auto"
+    threads: int | None = None
+    max_batch_tokens: int = 8192  # real tokens coalesced into one Encoder call
+    max_wait_ms: float = 2.0  # how long an idle worker waits for company before running a lone request
+    max_queue: int = 2048  # texts waiting; past this, 429 with Retry-After
+    max_client_batch: int = 64  # inputs per request; past this, 422
+    payload_limit: int = 2_000_000  # request body bytes; past this, 413
+    api_key: str | None = None  # when set, `Authorization: Bearer KEY` is required (401)
+    model_name: str | None = None  # the `model` reported by /v1/embeddings; default: the directory's name
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_tokens", "max_queue", "max_client_batch", "payload_limit"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive int")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms={self.max_wait_ms!r} must be >= 0")

@@ -1,0 +1,104 @@
+"""The benchmark report writer and its checker (no timing here: the suite itself runs in CI with --quick)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from benchmarks import report
+from benchmarks.quality import rankdata, spearman, top_k_agreement
+
+SYSTEMS = ["pytorch", "pytorch-sorted", "onnxbert-fp32", "onnxbert-int8"]
+
+
+def fake_results() -> dict:
+    def row(p50: float) -> dict:
+        return {
+            "p50_ms": p50,
+            "p90_ms": p50 * 1.1,
+            "p99_ms": p50 * 1.3,
+            "mean_ms": p50,
+            "calls": 10,
+            "sequences_per_s": 1000 / p50,
+            "real_tokens_per_s": 16000 / p50,
+            "gflops": 50.0,
+            "peak_share": 0.3,
+            "speedup_vs_pytorch": 10.0 / p50,
+        }
+
+    workloads = {
+        name: {
+            "kind": kind,
+            "sequences": 8,
+            "real_tokens": 128,
+            "gflop": 1.0,
+            "systems": {s: row(10.0 / (i + 1)) for i, s in enumerate(SYSTEMS)},
+        }
+        for name, kind in (("1x16", "shape"), ("8x128", "shape"), ("sts-dev", "text"))
+    }
+    quality = {"sentences": 10, "pairs": 5, "reference": "pytorch (fp32)"}
+    quality |= {
+        s: {"mean_cosine": 0.99, "min_cosine": 0.9, "max_abs_diff": 0.1, "top10_agreement": 0.95, "sts_spearman": 0.93}
+        for s in SYSTEMS
+    }
+    return {
+        "date": "2026-11-24T00:00:00+00:00",
+        "settings": {"models": ["minilm"], "threads": 2, "quick": True, "repeats": 3},
+        "environment": {
+            "cpu": {"model": "test cpu", "flags": ["avx2"]},
+            "cpus_available_to_process": 2,
+            "threads": 2,
+            "python": "3.11",
+            "versions": {"onnxruntime": "1.32.0"},
+        },
+        "gemm_peak": {"fp32_gflops": 200.0, "int8_gops": 700.0, "shape": "2048x768 @ 768x3072"},
+        "peers": {"fastembed": "not installed"},
+        "dependency_closure": {"onnxbert[cpu] (serve time)": {"mb": 200.0, "packages": ["numpy"]}},
+        "models": {
+            "minilm": {
+                "config": {
+                    "hidden_size": 384,
+                    "intermediate_size": 1536,
+                    "num_hidden_layers": 6,
+                    "num_attention_heads": 12,
+                },
+                "systems": SYSTEMS,
+                "workloads": workloads,
+                "quality": quality,
+                "cold_start": {"pytorch": {"cold_start_s": 5.0, "peak_rss_mb": 400.0}},
+            }
+        },
+    }
+
+
+def test_written_report_passes_the_check(tmp_path: Path) -> None:
+    report.write(fake_results(), tmp_path)
+    assert report.check(tmp_path) == []
+    text = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "minilm onnxbert-int8: 4.00x PyTorch on real text" in text
+
+
+def test_check_finds_broken_output(tmp_path: Path) -> None:
+    assert report.check(tmp_path) == [
+        "results.json: " + str(FileNotFoundError(2, "No such file or directory", str(tmp_path / "results.json")))
+    ]
+    results = fake_results()
+    results["models"]["minilm"]["workloads"]["1x16"]["systems"]["onnxbert-fp32"]["p50_ms"] = 0.0
+    report.write(results, tmp_path)
+    (tmp_path / "throughput.png").write_bytes(b"not a png")
+    problems = report.check(tmp_path)
+    assert any("1x16/onnxbert-fp32" in p for p in problems)
+    assert any("throughput.png" in p for p in problems)
+
+
+def test_quality_metrics() -> None:
+    assert rankdata(np.array([3.0, 1.0, 3.0, 2.0])).tolist() == [3.5, 1.0, 3.5, 2.0]
+    assert spearman(np.array([1.0, 2.0, 3.0]), np.array([10.0, 20.0, 30.0])) == pytest.approx(1.0)
+    assert spearman(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])) == pytest.approx(-1.0)
+    vectors = np.random.default_rng(0).standard_normal((30, 8))
+    assert top_k_agreement(vectors, vectors * 2.0) == 1.0
+    assert top_k_agreement(vectors, np.random.default_rng(1).standard_normal((30, 8))) < 0.6

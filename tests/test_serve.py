@@ -1,0 +1,295 @@
+"""A real `onnxbert serve` process on a free loopback port, driven over HTTP with httpx."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from onnxbert.runtime import Encoder
+
+LONG = "the quick brown fox jumps over the lazy dog " * 28  # ~250 tokens with MiniLM's vocabulary
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def server(directory: Path, *flags: str, wait: bool = True) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "onnxbert",
+            "serve",
+            str(directory),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            *flags,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if wait:
+            wait_ready(url, process)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_ready(url: str, process: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(
+                f"server exited {process.returncode}: {process.stderr.read() if process.stderr else ''}"
+            )
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("server did not become ready")
+
+
+@pytest.fixture(scope="module")
+def minilm_server(minilm_dir: Path) -> Iterator[str]:
+    with server(minilm_dir) as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tiny_model_dir: Path) -> Iterator[str]:
+    with server(tiny_model_dir, "--max-client-batch", "4", "--payload-limit", "20000", "--api-key", "s3cret") as (
+        url,
+        _,
+    ):
+        yield url
+
+
+AUTH = {"Authorization": "Bearer s3cret"}
+
+
+def test_openai_round_trip(minilm_server: str, minilm_dir: Path) -> None:
+    texts = ["今天天气真好啊", "A man is playing a guitar.", ""]
+    reply = httpx.post(f"{minilm_server}/v1/embeddings", json={"input": texts, "model": "minilm"}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    encoder = Encoder(minilm_dir)
+    expected = encoder.embed(texts, normalize=True)
+    assert body["object"] == "list" and body["model"] == "minilm"
+    assert [d["index"] for d in body["data"]] == [0, 1, 2]
+    np.testing.assert_allclose([d["embedding"] for d in body["data"]], expected, atol=1e-5)
+    assert body["usage"]["prompt_tokens"] == sum(len(ids) for ids in encoder.tokenize(texts).ids)
+    packed = httpx.post(
+        f"{minilm_server}/v1/embeddings", json={"input": texts[0], "encoding_format": "base64"}, timeout=30
+    ).json()
+    decoded = np.frombuffer(base64.b64decode(packed["data"][0]["embedding"]), dtype="<f4")
+    np.testing.assert_allclose(decoded, expected[0], atol=1e-5)
+
+
+def test_two_hundred_concurrent_requests_get_their_own_rows(minilm_server: str, minilm_dir: Path) -> None:
+    rng = np.random.default_rng(7)
+    words = [*LONG.split(), "今天", "天气", "guitar", "ocean", "market"]
+    requests = [
+        [" ".join(rng.choice(words, size=int(rng.integers(1, 120)))) for _ in range(int(rng.integers(1, 4)))]
+        for _ in range(200)
+    ]
+
+    async def fire() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(base_url=minilm_server, timeout=120, limits=limits) as client:
+            return await asyncio.gather(
+                *(client.post("/embed", json={"inputs": texts, "normalize": False}) for texts in requests)
+            )
+
+    replies = asyncio.run(fire())
+    encoder = Encoder(minilm_dir)
+    for texts, reply in zip(requests, replies, strict=True):
+        assert reply.status_code == 200, reply.text
+        np.testing.assert_allclose(np.array(reply.json()), encoder.embed(texts), atol=1e-5)
+    metrics = httpx.get(f"{minilm_server}/metrics").text
+    batched = [line for line in metrics.splitlines() if line.startswith("onnxbert_batch_texts_count")]
+    assert batched and float(batched[0].split()[-1]) < 200  # requests were coalesced into fewer Encoder calls
+
+
+def test_tei_endpoints_match_the_encoder(tiny_server: str, tiny_model_dir: Path) -> None:
+    encoder = Encoder(tiny_model_dir)
+    texts = ["hello world", "今天天气真好啊"]
+    pooled = httpx.post(f"{tiny_server}/embed", json={"inputs": texts, "normalize": False}, headers=AUTH)
+    assert pooled.status_code == 200, pooled.text
+    np.testing.assert_allclose(pooled.json(), encoder.embed(texts), atol=1e-5)
+    unit = httpx.post(f"{tiny_server}/embed", json={"inputs": "dog", "pooling": "mean"}, headers=AUTH).json()
+    np.testing.assert_allclose(unit, encoder.embed("dog", pooling="mean", normalize=True), atol=1e-5)
+    tokens = httpx.post(f"{tiny_server}/embed_all", json={"inputs": texts}, headers=AUTH).json()
+    expected = encoder.encode(texts).last_hidden_state
+    assert [len(t) for t in tokens] == [len(e) for e in expected]
+    for got, want in zip(tokens, expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    split = httpx.post(f"{tiny_server}/tokenize", json={"inputs": "hello world"}, headers=AUTH).json()
+    assert [t["text"] for t in split[0]] == ["[CLS]", "hello", "world", "[SEP]"]
+    assert split[0][1] == {"id": 14, "text": "hello", "special": False, "start": 0, "stop": 5}
+    info = httpx.get(f"{tiny_server}/info", headers=AUTH).json()
+    assert info["hidden_size"] == 32 and info["variant"] == "fp32" and info["max_client_batch_size"] == 4
+    assert "onnxbert_requests_total" in httpx.get(f"{tiny_server}/metrics").text
+    assert httpx.get(f"{tiny_server}/openapi.json").json()["paths"].keys() >= {"/v1/embeddings", "/embed"}
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "status", "message"),
+    [
+        ("/embed", {"inputs": []}, 400, "empty"),
+        ("/embed", {"inputs": ["a", "b", "c", "d", "e"]}, 422, "max_client_batch=4"),
+        ("/embed", {"inputs": [1, 2]}, 422, "invalid request"),
+        ("/embed", {"inputs": "x " * 600, "truncate": False}, 422, "602 tokens, over max_length=512"),
+        ("/embed", b'{"inputs": ["ok", "bad \\ud800"]}', 422, "inputs[1] cannot be encoded"),  # lone surrogate
+        ("/v1/embeddings", {"input": [[1, 2, 3]]}, 422, "invalid request"),
+        ("/v1/embeddings", {"input": "x", "dimensions": 8}, 422, "dimensions=8"),
+        ("/embed", {"inputs": "y" * 30000}, 413, "exceeds the 20000-byte limit"),
+    ],
+)
+def test_errors_have_a_status_and_a_reason(
+    tiny_server: str, path: str, payload: object, status: int, message: str
+) -> None:
+    if isinstance(payload, bytes):  # JSON that Python's encoder refuses to produce, sent as raw bytes
+        reply = httpx.post(
+            f"{tiny_server}{path}", content=payload, headers={**AUTH, "content-type": "application/json"}
+        )
+    else:
+        reply = httpx.post(f"{tiny_server}{path}", json=payload, headers=AUTH)
+    assert reply.status_code == status, reply.text
+    error = reply.json()["error"]
+    text = error["message"] if isinstance(error, dict) else error
+    assert message in text
+
+
+def test_api_key_is_required(tiny_server: str) -> None:
+    assert httpx.post(f"{tiny_server}/embed", json={"inputs": "hi"}).status_code == 401
+    wrong = httpx.post(f"{tiny_server}/embed", json={"inputs": "hi"}, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and "API key" in wrong.json()["error"]
+    assert httpx.get(f"{tiny_server}/health").status_code == 200  # probes need no key
+
+
+def test_full_queue_answers_429_with_retry_after(minilm_dir: Path) -> None:
+    with server(minilm_dir, "--max-queue", "2") as (url, _):
+
+        async def fire() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=40)) as client:
+                return await asyncio.gather(*(client.post("/embed", json={"inputs": [LONG, LONG]}) for _ in range(40)))
+
+        replies = asyncio.run(fire())
+        statuses = [r.status_code for r in replies]
+        assert set(statuses) <= {200, 429} and 429 in statuses and 200 in statuses
+        refused = next(r for r in replies if r.status_code == 429)
+        assert int(refused.headers["Retry-After"]) >= 1 and refused.json()["error_type"] == "Overloaded"
+
+
+def test_health_before_during_and_after_load(minilm_dir: Path) -> None:
+    with server(minilm_dir, wait=False) as (url, _process):
+        seen: list[int] = []
+        deadline = time.monotonic() + 60
+        while (not seen or seen[-1] != 200) and time.monotonic() < deadline:
+            try:
+                seen.append(httpx.get(f"{url}/health", timeout=1).status_code)
+            except httpx.TransportError:
+                time.sleep(0.01)
+        assert seen and seen[-1] == 200 and set(seen) <= {200, 503}  # 503 while loading, never anything else
+
+        async def load_and_probe() -> tuple[list[int], list[int]]:
+            async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=64)) as client:
+                work = [asyncio.ensure_future(client.post("/embed", json={"inputs": LONG})) for _ in range(48)]
+                probes = []
+                while not all(w.done() for w in work):
+                    probes.append((await client.get("/health")).status_code)
+                    await asyncio.sleep(0.02)
+                return [(await w).status_code for w in work], probes
+
+        statuses, probes = asyncio.run(load_and_probe())
+        assert statuses == [200] * 48
+        assert probes and set(probes) == {200}
+        assert httpx.get(f"{url}/health").status_code == 200
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_zero(minilm_dir: Path) -> None:
+    with server(minilm_dir) as (url, process):
+
+        async def fire_then_terminate() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=40)) as client:
+                work = [asyncio.ensure_future(client.post("/embed", json={"inputs": [LONG] * 4})) for _ in range(30)]
+                while True:  # every request admitted and queued before the signal
+                    metrics = (await client.get("/metrics")).text
+                    count = sum(
+                        float(line.split()[-1])
+                        for line in metrics.splitlines()
+                        if line.startswith("onnxbert_batch_texts_sum")
+                    )
+                    queued = next(
+                        float(line.split()[-1])
+                        for line in metrics.splitlines()
+                        if line.startswith("onnxbert_queue_texts")
+                    )
+                    if count + queued >= 8:
+                        break
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.3)
+                os.kill(process.pid, signal.SIGTERM)
+                return await asyncio.gather(*work)
+
+        replies = asyncio.run(fire_then_terminate())
+        assert [r.status_code for r in replies] == [200] * 30  # none lost
+        assert process.wait(timeout=60) == 0
+        assert "drained" in (process.stderr.read() if process.stderr else "")
+
+
+def test_disconnected_client_frees_its_place(minilm_dir: Path) -> None:
+    with server(minilm_dir, "--max-queue", "8") as (url, _):
+
+        async def scenario() -> tuple[int, float, int]:
+            async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+                busy = asyncio.ensure_future(client.post("/embed", json={"inputs": [LONG] * 64}))
+                await asyncio.sleep(0.3)  # the worker is now running the 64 long texts
+                async with httpx.AsyncClient(base_url=url, timeout=60) as leaving:
+                    waiting = asyncio.ensure_future(leaving.post("/embed", json={"inputs": [LONG] * 8}))
+                    await asyncio.sleep(0.2)  # queued: the queue is full
+                    full = await client.post("/embed", json={"inputs": ["one more"]})
+                    waiting.cancel()
+                await asyncio.sleep(0.3)
+                metrics = (await client.get("/metrics")).text
+                queued = next(
+                    float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("onnxbert_queue_texts")
+                )
+                admitted = await client.post("/embed", json={"inputs": [LONG] * 8})
+                await busy
+                return full.status_code, queued, admitted.status_code
+
+        full, queued, admitted = asyncio.run(scenario())
+        assert full == 429  # the leaving client's 8 texts filled the queue
+        assert queued == 0  # ... and its place was freed when it went away
+        assert admitted == 200
