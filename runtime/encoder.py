@@ -60,6 +60,7 @@ class Encoder:
         max_batch_tokens: int = 8192,
         max_batch_size: int = 32,
         memory_arena: bool = True,
+        spinning: bool = True,
         verify_hashes: bool = True,
     ) -> None:
         chosen = Provider.parse(provider).resolve()
@@ -72,7 +73,7 @@ class Encoder:
         self._tokenizer = TextTokenizer(self._dir.tokenizer_path, max_length=max_length or limit)
         check_tokenizer(self._dir, self._tokenizer, verify_hash=verify_hashes)
         self._session = create_session(
-            self._dir.graph_path, provider=chosen, threads=threads, memory_arena=memory_arena
+            self._dir.graph_path, provider=chosen, threads=threads, memory_arena=memory_arena, spinning=spinning
         )
         check_graph_io(self._dir, self._session)
         # Feed exactly what the graph declares, in its dtypes (int32 graphs exist: some exporters narrow ids).

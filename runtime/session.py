@@ -59,7 +59,9 @@ def available_cpus() -> int:
     return min(count, limit) if limit else count
 
 
-def create_session(path: Path, *, provider: Provider, threads: int | None, memory_arena: bool) -> ort.InferenceSession:
+def create_session(
+    path: Path, *, provider: Provider, threads: int | None, memory_arena: bool, spinning: bool = True
+) -> ort.InferenceSession:
     """Start a session on exactly `provider`; a provider that does not come up active is an error, not a fallback."""
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads={threads!r} must be a positive int, or None for the CPUs this process may use")
@@ -68,6 +70,9 @@ def create_session(path: Path, *, provider: Provider, threads: int | None, memor
     options.inter_op_num_threads = 1
     options.enable_cpu_mem_arena = memory_arena
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads spin-wait for the next run by default: lowest latency for back-to-back calls, but on a
+    # machine shared with an event loop (a server) the spinning steals the cores that loop needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     wanted = _ORT_NAMES[provider.value]
     available = ort.get_available_providers()
     if wanted not in available:

@@ -105,14 +105,16 @@ class Batcher:
     def _take(self) -> list[Job]:
         """The oldest job and every later job of the same kind that fits the token budget."""
         first = self._jobs[0]
-        budget = self._settings.max_batch_tokens
+        budget, most = self._settings.max_batch_tokens, self._settings.max_batch_texts
         taken: list[Job] = []
-        tokens = 0
+        tokens = texts = 0
         for job in list(self._jobs):
             size = int(job.tokens.lengths.sum())
-            if job.key == first.key and (not taken or tokens + size <= budget):
+            fits = tokens + size <= budget and texts + len(job.tokens) <= most
+            if job.key == first.key and (not taken or fits):
                 taken.append(job)
                 tokens += size
+                texts += len(job.tokens)
         for job in taken:
             self._jobs.remove(job)
             self._queued_texts -= len(job.tokens)
