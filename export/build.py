@@ -26,7 +26,7 @@ from .errors import ExportError
 from .optimize import check_fusions, fuse, quantize_int8, to_fp16
 from .sentences import VERIFICATION_SENTENCES
 from .source import Checkpoint
-from .tokenizer import default_pooling, load_tokenizer, lowercases, resolve_max_length
+from .tokenizer import default_pooling, load_tokenizer, lowercases, resolve_max_length, write_tokenizer_config
 from .verify import Reference, compare, reference_outputs
 
 if TYPE_CHECKING:
@@ -136,6 +136,8 @@ def build_directory(
             seconds[name] = time.perf_counter() - start
     tokenizer.save(str(directory / "tokenizer.json"))
     shutil.copyfile(checkpoint.path / "config.json", directory / "config.json")
+    length = resolve_max_length(checkpoint, max_length)
+    write_tokenizer_config(checkpoint, directory, tokenizer, length)
     pad_token = "[PAD]" if tokenizer.token_to_id("[PAD]") is not None else "<pad>"
     pad_id = tokenizer.token_to_id(pad_token)
     pooling, pooling_source = default_pooling(checkpoint, has_pooler)
@@ -156,7 +158,7 @@ def build_directory(
             sha256=sha256_file(directory / "tokenizer.json"),
             vocab_size=tokenizer.get_vocab_size(),
             lowercase=lowercases(tokenizer),
-            max_length=resolve_max_length(checkpoint, max_length),
+            max_length=length,
             pad_id=int(pad_id if pad_id is not None else config.get("pad_token_id", 0)),
             pad_token=pad_token,
         ),

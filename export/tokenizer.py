@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer
@@ -10,7 +12,7 @@ from tokenizers.implementations.bert_wordpiece import BertWordPieceTokenizer
 from .errors import ExportError
 from .source import Checkpoint, read_json
 
-__all__ = ["default_pooling", "load_tokenizer", "lowercases", "resolve_max_length"]
+__all__ = ["default_pooling", "load_tokenizer", "lowercases", "resolve_max_length", "write_tokenizer_config"]
 
 _POOLING_FLAGS = {
     "pooling_mode_cls_token": "cls",
@@ -38,6 +40,35 @@ def load_tokenizer(checkpoint: Checkpoint) -> Tokenizer:
     return tokenizer
 
 
+_SPECIAL = {
+    "unk_token": "[UNK]",
+    "sep_token": "[SEP]",
+    "pad_token": "[PAD]",
+    "cls_token": "[CLS]",
+    "mask_token": "[MASK]",
+}
+
+
+def write_tokenizer_config(checkpoint: Checkpoint, directory: Path, tokenizer: Tokenizer, max_length: int) -> None:
+    """Write tokenizer_config.json and special_tokens_map.json beside tokenizer.json.
+
+    transformers, TEI and FastEmbed then load the directory too; model_max_length is the exported max_length.
+    """
+    config = read_json(checkpoint.path / "tokenizer_config.json")
+    special = {k: v for k, v in _SPECIAL.items() if tokenizer.token_to_id(v) is not None}
+    config = {k: v for k, v in config.items() if k not in ("name_or_path", "added_tokens_decoder")}
+    config.update(special)
+    config.update(
+        model_max_length=max_length,
+        do_lower_case=lowercases(tokenizer),
+        truncation_side="right",
+        padding_side="right",
+        tokenizer_class=config.get("tokenizer_class", "BertTokenizer"),
+    )
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n", encoding="utf-8")
+
+
 def lowercases(tokenizer: Tokenizer) -> bool:
     """Whether the tokenizer's normalizer lower-cases, read from its serialized form."""
     text = tokenizer.to_str()
@@ -63,7 +94,7 @@ def default_pooling(checkpoint: Checkpoint, has_pooler: bool) -> tuple[str, str]
     """The pooling sentence-transformers uses for this checkpoint, and where that was read from."""
     modules: Any = []
     if (checkpoint.path / "modules.json").is_file():
-        modules = __import__("json").loads((checkpoint.path / "modules.json").read_text(encoding="utf-8"))
+        modules = json.loads((checkpoint.path / "modules.json").read_text(encoding="utf-8"))
     folders = [m.get("path") for m in modules if str(m.get("type", "")).endswith("Pooling")] or ["1_Pooling"]
     config_path = checkpoint.path / str(folders[0]) / "config.json"
     flags = read_json(config_path)

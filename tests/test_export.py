@@ -28,6 +28,8 @@ def test_export_writes_every_file(tiny_model_dir: Path) -> None:
     assert names == {
         "onnxbert.json",
         "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
         "config.json",
         "model.onnx",
         "model.int8.onnx",
@@ -62,6 +64,16 @@ def test_tokenizer_has_no_baked_padding_or_truncation(tiny_model_dir: Path) -> N
     saved = json.loads((tiny_model_dir / "tokenizer.json").read_text(encoding="utf-8"))
     assert saved["padding"] is None
     assert saved["truncation"] is None
+    config = json.loads((tiny_model_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+    assert config["model_max_length"] == 512 and config["do_lower_case"] is True and config["pad_token"] == "[PAD]"
+
+
+def test_directory_loads_in_transformers_tokenizer(tiny_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    assert tokenizer("hello world")["input_ids"] == [2, 14, 15, 3]
+    assert tokenizer.model_max_length == 512
 
 
 @pytest.mark.parametrize("variant", ["model.onnx", "model.int8.onnx", "model.fp16.onnx"])
