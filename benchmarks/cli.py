@@ -29,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--threads", type=int, default=None)
     load.add_argument("--out", default="out/bench")
     load.add_argument("--cache", default="out/bench-cache")
+    sens = commands.add_parser("int8-sensitivity", help="quality and speed of dynamic int8 candidates vs fp32")
+    sens.add_argument("--model", default="minilm", choices=MODELS)
+    sens.add_argument("--texts", type=int, default=1000)
+    sens.add_argument("--threads", type=int, default=None)
+    sens.add_argument("--out", default="out/bench")
+    sens.add_argument("--cache", default="out/bench-cache")
     render = commands.add_parser("report", help="re-render report.md and plots from a run's results.json")
     render.add_argument("out")
     check = commands.add_parser("check", help="verify that a run's report, JSON and plots are complete")
@@ -45,6 +51,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if problems else 0
 
     from onnxbert.runtime import available_cpus
+
+    if args.command == "int8-sensitivity":
+        from onnxbert.runtime import available_cpus
+
+        from benchmarks.int8_sensitivity import run_sensitivity
+
+        run_sensitivity(args.model, args.texts, Path(args.cache), Path(args.out), args.threads or available_cpus())
+        return 0
 
     if args.command == "report":
         import json

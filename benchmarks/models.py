@@ -50,7 +50,8 @@ def prepare(name: str, cache: Path) -> BenchModel:
     else:
         raise SystemExit(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
     directory = cache / name / "model"
-    if not (directory / "onnxbert.json").is_file():
+    # tokenizer_config.json: directories exported before it was written do not load in FastEmbed; re-export those
+    if not all((directory / name).is_file() for name in ("onnxbert.json", "tokenizer_config.json")):
         export_model(
             None if name == "minilm" else checkpoint, directory, variants="fp32,int8", max_length=512, force=True
         )
