@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["ModelDirectoryError", "ProviderError"]
+import enum
+from typing import TypeVar
+
+__all__ = ["ModelDirectoryError", "ProviderError", "parse_choice"]
+
+E = TypeVar("E", bound=enum.Enum)
 
 REEXPORT_HINT = "re-export it with `onnxbert export MODEL --output DIR --force`"
 
@@ -13,3 +18,12 @@ class ModelDirectoryError(ValueError):
 
 class ProviderError(RuntimeError):
     """The execution provider asked for is not available or did not become active."""
+
+
+def parse_choice(kind: type[E], value: object, name: str) -> E:
+    """Normalize a user value to a member of `kind`, or raise naming the bad value and the allowed ones."""
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(repr(member.value) for member in kind)
+        raise ValueError(f"{name}={value!r} is not supported; use one of {allowed}") from None

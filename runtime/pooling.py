@@ -7,6 +7,8 @@ import enum
 import numpy as np
 import numpy.typing as npt
 
+from .errors import parse_choice
+
 __all__ = ["Pooling", "normalize", "pool"]
 
 Float32Array = npt.NDArray[np.float32]
@@ -23,11 +25,7 @@ class Pooling(str, enum.Enum):
     @classmethod
     def parse(cls, value: str | Pooling) -> Pooling:
         """Normalize a user string to the enum, or say which values are allowed."""
-        try:
-            return cls(value)
-        except ValueError:
-            allowed = ", ".join(repr(p.value) for p in cls)
-            raise ValueError(f"pooling={value!r} is not supported; use one of {allowed}") from None
+        return parse_choice(cls, value, "pooling")
 
 
 def pool(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from .errors import ProviderError
+from .errors import ProviderError, parse_choice
 
 __all__ = ["Provider", "available_cpus", "create_session"]
 
@@ -25,11 +25,7 @@ class Provider(str, enum.Enum):
     @classmethod
     def parse(cls, value: str | Provider) -> Provider:
         """Normalize a user string to the enum, or say which values are allowed."""
-        try:
-            return cls(value)
-        except ValueError:
-            allowed = ", ".join(repr(p.value) for p in cls)
-            raise ValueError(f"provider={value!r} is not supported; use one of {allowed}") from None
+        return parse_choice(cls, value, "provider")
 
     def resolve(self) -> Provider:
         """Turn `auto` into the concrete provider this onnxruntime build offers."""
