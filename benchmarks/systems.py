@@ -127,14 +127,50 @@ class FastEmbedSystem:
         return np.asarray(list(self.model.embed(texts, batch_size=BATCH_SIZE)), dtype=np.float32)
 
 
+@dataclass
+class OptimumSystem:
+    """optimum's ORTModelForFeatureExtraction on the same fp32 model.onnx (when optimum-onnx is installed).
+
+    Tokenized by the same Rust tokenizer as every other system; sentence-transformers' batching (input order,
+    batches of 32), mean pooling over its last_hidden_state.
+    """
+
+    directory: Path
+    threads: int
+
+    def __post_init__(self) -> None:
+        import onnxruntime as ort
+        from optimum.onnxruntime import ORTModelForFeatureExtraction
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        self.model: Any = ORTModelForFeatureExtraction.from_pretrained(
+            str(self.directory), file_name="model.onnx", session_options=options, local_files_only=True
+        )
+        self.tokenizer = _tokenizer(self.directory)
+        self.name = "optimum"
+        self.precision = "fp32"
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        out = []
+        for start in range(0, len(texts), BATCH_SIZE):
+            encodings = self.tokenizer.encode_batch(texts[start : start + BATCH_SIZE])
+            ids = torch.tensor([e.ids for e in encodings])
+            mask = torch.tensor([e.attention_mask for e in encodings])
+            hidden = self.model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids))
+            out.append(_mean_pool(hidden.last_hidden_state.numpy(), mask.numpy()))
+        return np.concatenate(out).astype(np.float32)
+
+
 def peers_available() -> dict[str, str | None]:
     """Peer name -> None when usable, else why it is skipped."""
     return {
         "fastembed": None if importlib.util.find_spec("fastembed") else "not installed (pip install fastembed)",
-        "optimum": "not installed: optimum-onnx pins transformers<4.58, incompatible with the transformers 5 the "
-        "exporter uses; run it in its own environment"
-        if importlib.util.find_spec("optimum") is None
-        else "installed but not wired yet",
+        "optimum": None
+        if importlib.util.find_spec("optimum") and importlib.util.find_spec("optimum.onnxruntime")
+        else "not installed (pip install optimum-onnx; it pins transformers<4.58, so in its own environment)",
     }
 
 
@@ -145,6 +181,9 @@ def build_systems(checkpoint: Path, directory: Path, threads: int, peers: bool) 
         OnnxBert(directory, "fp32", threads),
         OnnxBert(directory, "int8", threads),
     ]
-    if peers and peers_available()["fastembed"] is None:
+    available = peers_available() if peers else {}
+    if available.get("fastembed", "") is None:
         systems.append(FastEmbedSystem(directory, threads))
+    if available.get("optimum", "") is None:
+        systems.append(OptimumSystem(directory, threads))
     return systems
