@@ -81,6 +81,31 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
 
 
+def _add_embed_corpus(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "embed-corpus",
+        help="embed Parquet / JSONL / text files into Parquet, one output per input, resumable",
+        description="Each INPUT becomes OUTDIR/<stem>.parquet (columns text, embedding), written atomically; "
+        "inputs whose output exists are skipped, so a killed run resumes. In-process unless --ray.",
+    )
+    parser.add_argument("directory", help="model directory")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT")
+    parser.add_argument("--output", "-o", required=True, help="output directory")
+    parser.add_argument("--column", default="text", help="text column (Parquet) or field (JSONL); default text")
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray Data: a local cluster, or the cluster at ADDRESS",
+    )
+    parser.add_argument("--pooling", choices=_POOLINGS, default=None)
+    parser.add_argument("--normalize", action="store_true")
+    parser.add_argument("--variant", choices=_VARIANTS, default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="ORT threads (per actor with --ray; default 1 there)")
+
+
 def _add_info(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser("info", help="show a model directory's manifest and verification figures")
     parser.add_argument("directory")
@@ -95,8 +120,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(commands)
     _add_embed(commands)
     _add_serve(commands)
+    _add_embed_corpus(commands)
     _add_info(commands)
     return parser
+
+
+def _run_embed_corpus(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from onnxbert.distributed import CorpusJob, embed_corpus
+
+    job = CorpusJob(
+        Path(args.directory),
+        column=args.column,
+        pooling=args.pooling,
+        normalize=args.normalize,
+        variant=args.variant,
+        threads=args.threads,
+    )
+    embed_corpus(job, args.inputs, args.output, use_ray=args.ray is not None, ray_address=args.ray or None)
+    return 0
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -128,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_export(args)
         if args.command == "serve":
             return _run_serve(args)
+        if args.command == "embed-corpus":
+            return _run_embed_corpus(args)
         from onnxbert.runtime import cli as runtime_cli
 
         return runtime_cli.run_embed(args) if args.command == "embed" else runtime_cli.run_info(args)

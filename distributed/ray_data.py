@@ -1,0 +1,106 @@
+"""Ray Data: one Encoder per actor, ONNX Runtime threads set from the actor's CPUs.
+
+Ray sets OMP_NUM_THREADS for its workers, but ONNX Runtime does not read it: without an explicit intra-op thread
+count every actor would start as many threads as the host has cores and the actors would fight over them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import ray.data
+
+    from .corpus import CorpusJob
+
+__all__ = ["EncoderActor", "embed_dataset", "embed_texts_on_ray"]
+
+
+class EncoderActor:
+    """Callable class for `Dataset.map_batches`: text column in, float32 embedding column out."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        threads: int = 1,
+        column: str = "text",
+        output_column: str = "embedding",
+        pooling: str | None = None,
+        normalize: bool = False,
+        variant: str = "auto",
+        token_level: bool = False,
+    ) -> None:
+        from onnxbert.runtime import Encoder
+
+        self.encoder = Encoder(model_dir, variant=variant, provider="cpu", threads=threads, spinning=False)
+        self.column, self.output_column = column, output_column
+        self.pooling, self.normalize, self.token_level = pooling, normalize, token_level
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One Ray Data batch: the input columns plus the output column."""
+        texts = [str(text) for text in batch[self.column]]
+        if self.token_level:
+            hidden = self.encoder.encode(texts).last_hidden_state  # ragged: an object column of (tokens, H) arrays
+            column = np.empty(len(hidden), dtype=object)
+            column[:] = hidden
+            return {**batch, self.output_column: column}
+        vectors = self.encoder.embed(texts, pooling=self.pooling, normalize=self.normalize)
+        return {**batch, self.output_column: vectors}
+
+
+def embed_dataset(
+    ds: ray.data.Dataset,
+    model_dir: str | Path,
+    *,
+    actors: int = 1,
+    cpus_per_actor: int = 1,
+    batch_size: int = 256,
+    preserve_order: bool = True,
+    **options: Any,
+) -> ray.data.Dataset:
+    """`ds` with an embedding column added by `actors` Encoder actors of `cpus_per_actor` CPUs (and ORT threads).
+
+    `options` go to EncoderActor (column, output_column, pooling, normalize, variant, token_level).
+    """
+    from ray.data import ActorPoolStrategy
+
+    out = ds.map_batches(
+        EncoderActor,
+        fn_constructor_args=(str(model_dir),),
+        fn_constructor_kwargs={"threads": cpus_per_actor, **options},
+        compute=ActorPoolStrategy(size=actors),
+        num_cpus=cpus_per_actor,
+        batch_size=batch_size,
+        batch_format="numpy",
+    )
+    if preserve_order:
+        # A Dataset copies the DataContext when it is created: the flag must be set on this one, not the global.
+        out.context.execution_options.preserve_order = True
+    return out
+
+
+def embed_texts_on_ray(texts: list[str], job: CorpusJob, *, address: str | None = None) -> np.ndarray:
+    """Embed one file's texts on a Ray cluster (joined at `address`, or a local one) and return them in order."""
+    import ray
+    import ray.data
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, configure_logging=False)
+    cpus = int(ray.available_resources().get("CPU", 1))
+    threads = job.threads or 1
+    ds = ray.data.from_items([{"text": t} for t in texts])
+    out = embed_dataset(
+        ds,
+        job.model_dir,
+        actors=max(1, cpus // threads),
+        cpus_per_actor=threads,
+        pooling=job.pooling,
+        normalize=job.normalize,
+        variant=job.variant,
+    )
+    rows = out.take_all()
+    return np.stack([row["embedding"] for row in rows]).astype(np.float32)

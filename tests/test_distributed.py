@@ -1,0 +1,113 @@
+"""Corpus embedding in-process and on a real local Ray cluster (ray.init(num_cpus=2), loopback, usage stats off)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+from onnxbert.distributed import CorpusJob, embed_corpus, embed_dataset  # noqa: E402
+from onnxbert.runtime import Encoder  # noqa: E402
+
+WORDS = ["the", "man", "is", "playing", "a", "guitar", "dog", "runs", "hello", "world", "今天", "好", "cat", "sat"]
+
+
+def texts(count: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(1, 40)))) for _ in range(count)]
+
+
+def write_inputs(folder: Path, sizes: tuple[int, int, int]) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    a, b, c = texts(sizes[0], 1), texts(sizes[1], 2), texts(sizes[2], 3)
+    first = folder / "a.jsonl"
+    first.write_text("".join(json.dumps({"text": t}) + "\n" for t in a), encoding="utf-8")
+    second = folder / "b.txt"
+    second.write_text("\n".join(b) + "\n", encoding="utf-8")
+    third = folder / "c.parquet"
+    pq.write_table(pa.table({"text": c, "id": list(range(len(c)))}), third)
+    return [first, second, third]
+
+
+def read_output(path: Path) -> tuple[list[str], np.ndarray]:
+    table = pq.read_table(path)
+    return table.column("text").to_pylist(), np.asarray(table.column("embedding").to_pylist(), dtype=np.float32)
+
+
+def test_embed_corpus_in_process(tiny_model_dir: Path, tmp_path: Path) -> None:
+    inputs = write_inputs(tmp_path / "in", (30, 20, 25))
+    done = embed_corpus(CorpusJob(tiny_model_dir, normalize=True), inputs, tmp_path / "out", progress=False)
+    assert [p.name for p in done["written"]] == ["a.parquet", "b.parquet", "c.parquet"]
+    encoder = Encoder(tiny_model_dir)
+    for source, seed, count in zip(inputs, (1, 2, 3), (30, 20, 25), strict=True):
+        got_texts, vectors = read_output(tmp_path / "out" / f"{source.stem}.parquet")
+        assert got_texts == texts(count, seed)
+        np.testing.assert_allclose(vectors, encoder.embed(got_texts, normalize=True), atol=1e-6)
+    again = embed_corpus(CorpusJob(tiny_model_dir), inputs, tmp_path / "out", progress=False)
+    assert again["written"] == [] and len(again["skipped"]) == 3
+
+
+def test_killed_run_resumes_and_does_only_the_rest(tiny_model_dir: Path, tmp_path: Path) -> None:
+    inputs = write_inputs(tmp_path / "in", (50, 60_000, 40))  # the second file is slow enough to kill during
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "onnxbert", "embed-corpus", str(tiny_model_dir), *map(str, inputs), "-o", str(out)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "a.parquet").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (out / "a.parquet").exists() and not (out / "b.parquet").exists()
+    first_written = os.stat(out / "a.parquet").st_mtime_ns
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "a.jsonl: done already, skipped" in resumed.stderr
+    assert os.stat(out / "a.parquet").st_mtime_ns == first_written  # not redone
+    assert sorted(p.name for p in out.iterdir()) == ["a.parquet", "b.parquet", "c.parquet"]  # no temp files left
+    assert len(read_output(out / "b.parquet")[0]) == 60_000
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    ray = pytest.importorskip("ray")
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, _node_ip_address="127.0.0.1")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def test_ray_data_map_batches_matches_encoder_in_order(local_ray: None, minilm_dir: Path) -> None:
+    import ray.data
+
+    sentences = texts(2000, 9)
+    ds = ray.data.from_items([{"text": t, "row": i} for i, t in enumerate(sentences)])
+    out = embed_dataset(ds, minilm_dir, actors=2, cpus_per_actor=1, batch_size=128, normalize=True).take_all()
+    assert [row["row"] for row in out] == list(range(2000))
+    vectors = np.stack([row["embedding"] for row in out])
+    np.testing.assert_allclose(vectors, Encoder(minilm_dir).embed(sentences, normalize=True), atol=1e-5)
+
+
+def test_embed_corpus_on_ray_writes_what_in_process_writes(
+    local_ray: None, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    inputs = write_inputs(tmp_path / "in", (30, 20, 25))
+    embed_corpus(CorpusJob(tiny_model_dir), inputs, tmp_path / "local", progress=False)
+    embed_corpus(CorpusJob(tiny_model_dir), inputs, tmp_path / "ray", use_ray=True, progress=False)
+    for name in ("a.parquet", "b.parquet", "c.parquet"):
+        local_texts, local = read_output(tmp_path / "local" / name)
+        ray_texts, on_ray = read_output(tmp_path / "ray" / name)
+        assert ray_texts == local_texts
+        np.testing.assert_allclose(on_ray, local, atol=1e-5)
