@@ -111,3 +111,27 @@ def test_embed_corpus_on_ray_writes_what_in_process_writes(
         ray_texts, on_ray = read_output(tmp_path / "ray" / name)
         assert ray_texts == local_texts
         np.testing.assert_allclose(on_ray, local, atol=1e-5)
+
+
+def test_ray_serve_round_trip(local_ray: None, minilm_dir: Path) -> None:
+    import httpx
+    from onnxbert.distributed.ray_serve import embeddings_app
+    from ray import serve
+
+    with __import__("socket").socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(embeddings_app(minilm_dir, threads=1, model_name="minilm"), route_prefix="/v1/embeddings")
+        sentences = ["今天天气真好啊", "A man is playing a guitar."]
+        reply = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": sentences}, timeout=60)
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert body["model"] == "minilm" and [d["index"] for d in body["data"]] == [0, 1]
+        expected = Encoder(minilm_dir).embed(sentences, normalize=True)
+        np.testing.assert_allclose([d["embedding"] for d in body["data"]], expected, atol=1e-5)
+        empty = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": []}, timeout=60)
+        assert empty.status_code == 400 and "empty" in empty.json()["error"]["message"]
+    finally:
+        serve.shutdown()
