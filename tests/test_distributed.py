@@ -135,3 +135,18 @@ def test_ray_serve_round_trip(local_ray: None, minilm_dir: Path) -> None:
         assert empty.status_code == 400 and "empty" in empty.json()["error"]["message"]
     finally:
         serve.shutdown()
+
+
+def test_encoder_actor_token_level_and_pooled(tiny_model_dir: Path) -> None:
+    from onnxbert.distributed import EncoderActor
+
+    batch = {"text": np.array(["hello world", "今天天气真好啊"], dtype=object), "id": np.array([7, 8])}
+    tokens = EncoderActor(tiny_model_dir, token_level=True, output_column="tokens")(batch)
+    expected = Encoder(tiny_model_dir).encode(["hello world", "今天天气真好啊"]).last_hidden_state
+    assert tokens["id"].tolist() == [7, 8] and [t.shape for t in tokens["tokens"]] == [(4, 32), (9, 32)]
+    for got, want in zip(tokens["tokens"], expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    pooled = EncoderActor(tiny_model_dir, pooling="mean", normalize=True)(batch)["embedding"]
+    np.testing.assert_allclose(
+        pooled, Encoder(tiny_model_dir).embed(list(batch["text"]), pooling="mean", normalize=True), atol=1e-6
+    )
