@@ -7,7 +7,7 @@ import base64
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +80,7 @@ class State:
     ready: bool = False
     draining: bool = False
     load_error: str | None = None
+    on_load_error: Callable[[str], None] | None = None  # `onnxbert serve` stops the process; embedders may not
 
 
 async def _load(state: State) -> None:
@@ -95,8 +96,10 @@ async def _load(state: State) -> None:
             spinning=False,  # the event loop shares these cores; spinning inference threads would starve it
         )
         await asyncio.to_thread(encoder.embed, ["warm-up forward pass"])
-    except Exception as error:  # reported by /health and every endpoint, not swallowed
+    except Exception as error:  # reported by /health and every endpoint, and to on_load_error; not swallowed
         state.load_error = f"{type(error).__name__}: {error}"
+        if state.on_load_error is not None:
+            state.on_load_error(state.load_error)
         return
     state.encoder = encoder
     state.batcher = Batcher(encoder, settings, state.metrics)

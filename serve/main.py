@@ -55,7 +55,16 @@ def serve(
         timeout_graceful_shutdown=int(drain_seconds),
         access_log=False,
     )
-    server = _Server(config, app.state.onnxbert)
+    state = app.state.onnxbert
+    server = _Server(config, state)
+
+    def fail(reason: str) -> None:  # a server that can never be ready should say so and exit, not idle at 503
+        print(f"onnxbert serve: error: the model failed to load: {reason}", file=sys.stderr)
+        server.should_exit = True
+
+    state.on_load_error = fail
     server.run()
+    if state.load_error is not None:
+        return 1
     print("onnxbert serve: drained, exiting", file=sys.stderr)
     return 0 if server.started else 1

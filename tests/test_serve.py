@@ -287,3 +287,19 @@ def test_disconnected_client_frees_its_place(minilm_dir: Path) -> None:
         assert full == 429  # the leaving client's 8 texts filled the queue
         assert queued == 0  # ... and its place was freed when it went away
         assert admitted == 200
+
+
+def test_model_that_fails_to_load_exits_nonzero(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    broken = Path(shutil.copytree(tiny_model_dir, tmp_path / "broken"))
+    graph = broken / "model.onnx"
+    graph.write_bytes(graph.read_bytes()[:1000])
+    process = subprocess.run(
+        [sys.executable, "-m", "onnxbert", "serve", str(broken), "--port", str(free_port()), "--log-level", "warning"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert process.returncode == 1
+    assert "failed to load" in process.stderr and "truncated or replaced" in process.stderr
