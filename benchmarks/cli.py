@@ -53,9 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     from onnxbert.runtime import available_cpus
 
     if args.command == "int8-sensitivity":
-        from onnxbert.runtime import available_cpus
-
         from benchmarks.int8_sensitivity import run_sensitivity
+        from onnxbert.runtime import available_cpus
 
         run_sensitivity(args.model, args.texts, Path(args.cache), Path(args.out), args.threads or available_cpus())
         return 0
@@ -68,9 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.command == "serve-load":
-        from onnxbert.runtime import available_cpus
-
         from benchmarks.serve_load import markdown, run_load
+        from onnxbert.runtime import available_cpus
 
         result = run_load(
             args.model,

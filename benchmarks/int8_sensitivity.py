@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-from onnxbert.runtime import Encoder, Manifest
-from onnxbert.runtime.manifest import sha256_file
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from benchmarks.models import prepare
 from benchmarks.quality import top_k_agreement
 from benchmarks.workloads import sentences
+from onnxbert.runtime import Encoder, Manifest
+from onnxbert.runtime.manifest import sha256_file
 
 
 def _candidates(matmuls: list[str], layers: int) -> list[tuple[str, list[str] | None, list[str]]]:

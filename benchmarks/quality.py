@@ -6,6 +6,10 @@ from typing import Any
 
 import numpy as np
 
+from onnxbert.export.verify import top_k_agreement  # one definition, shared with export verification
+
+__all__ = ["agreement", "model_flops", "rankdata", "spearman", "sts_spearman", "top_k_agreement"]
+
 
 def model_flops(lengths: list[int], config: dict[str, Any]) -> float:
     """Multiply-adds x 2 of the encoder over sequences of the given lengths (projections, FFN, attention, pooler)."""
@@ -16,18 +20,6 @@ def model_flops(lengths: list[int], config: dict[str, Any]) -> float:
 
 def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-
-
-def top_k_agreement(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
-    """Mean share of each sentence's k nearest neighbours (cosine, self excluded) found by both vector sets."""
-
-    def neighbours(v: np.ndarray) -> np.ndarray:
-        sims = _unit(v) @ _unit(v).T
-        np.fill_diagonal(sims, -np.inf)
-        return np.argpartition(-sims, k, axis=1)[:, :k]
-
-    left, right = neighbours(a), neighbours(b)
-    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(left, right, strict=True)]))
 
 
 def rankdata(values: np.ndarray) -> np.ndarray:

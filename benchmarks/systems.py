@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from onnxbert.runtime import Encoder, Manifest
 from tokenizers import Tokenizer
+
+from onnxbert.runtime import Encoder, Manifest
 
 BATCH_SIZE = 32  # sentence-transformers' default
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from benchmarks.workloads import sentences
 from onnxbert.runtime import Encoder
 from onnxbert.runtime.batching import plan_batches
 from onnxbert.runtime.pooling import Pooling, pool
-
-from benchmarks.workloads import sentences
 
 pytest.importorskip("pytest_benchmark")
 

@@ -5,7 +5,6 @@ Finished files are skipped, so a killed run resumes where it stopped. In-process
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -45,17 +44,10 @@ def read_texts(path: Path, column: str) -> list[str]:
 
         table = pq.read_table(path, columns=[column])
         return [str(value) for value in table.column(column).to_pylist()]
-    if path.suffix == ".jsonl":
-        texts = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                record = json.loads(line)
-                if not isinstance(record, dict) or not isinstance(record.get(column), str):
-                    raise ValueError(f"{path}:{number}: expected a JSON object with a string field {column!r}")
-                texts.append(record[column])
-        return texts
-    if path.suffix == ".txt":
-        return path.read_text(encoding="utf-8").splitlines()
+    if path.suffix in (".jsonl", ".txt"):
+        from onnxbert.runtime.cli import read_texts as read_lines_or_jsonl
+
+        return read_lines_or_jsonl(path, column)
     raise ValueError(f"{path}: unsupported input; use one of {', '.join(_SUFFIXES)}")
 
 

@@ -13,15 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+from onnxbert.runtime.pooling import normalize as l2_normalize
+from onnxbert.runtime.tokenize import Tokenized
+from onnxbert.serve.app import OpenAIRequest, error_body, openai_body
 
 __all__ = ["EmbeddingDeployment", "embeddings_app"]
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": "Validation", "code": status}}, status_code=status)
+    return JSONResponse(error_body("/v1/embeddings", status, message, "Validation"), status_code=status)
 
 
 @serve.deployment
@@ -36,36 +41,30 @@ class EmbeddingDeployment:
         self.max_inputs = max_inputs
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)  # type: ignore[untyped-decorator]
-    async def _embed(self, requests: list[list[str]]) -> list[np.ndarray]:
-        flat = [text for texts in requests for text in texts]
-        vectors = await asyncio.to_thread(self.encoder.embed, flat, normalize=True)
-        bounds = np.cumsum([0] + [len(texts) for texts in requests])
+    async def _embed(self, requests: list[Tokenized]) -> list[np.ndarray]:
+        merged = Tokenized.concat(requests)  # tokenized once, at admission, as in `onnxbert serve`
+        vectors = l2_normalize(await asyncio.to_thread(self.encoder.embed_tokens, merged))
+        bounds = np.cumsum([0] + [len(tokens) for tokens in requests])
         return [vectors[a:b] for a, b in itertools.pairwise(bounds)]
 
     async def __call__(self, request: Request) -> Any:
-        """POST {"input": str | [str], "model"?, "encoding_format"?: "float"} -> OpenAI embeddings response."""
+        """POST the body of OpenAI's embeddings API -> the same response as `onnxbert serve`."""
         try:
-            body = await request.json()
-        except ValueError:
-            return _error(422, "invalid request: body is not JSON")
-        inputs = body.get("input") if isinstance(body, dict) else None
-        texts = [inputs] if isinstance(inputs, str) else inputs
-        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            return _error(422, "invalid request: input must be a string or a list of strings")
+            body = OpenAIRequest.model_validate_json(await request.body())
+        except ValidationError as error:
+            details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors())
+            return _error(422, f"invalid request: {details}")
+        texts = [body.input] if isinstance(body.input, str) else body.input
         if not texts:
             return _error(400, "input is empty: send at least one text")
         if len(texts) > self.max_inputs:
             return _error(422, f"{len(texts)} inputs exceed max_inputs={self.max_inputs}")
-        if body.get("encoding_format", "float") != "float":
-            return _error(422, "encoding_format: only 'float' is served by the Ray Serve deployment")
         try:
-            used = int(sum(len(ids) for ids in self.encoder.tokenize(texts).ids))
+            tokens = self.encoder.tokenize(texts)
         except ValueError as error:
             return _error(422, str(error).replace("texts[", "input["))
-        vectors = await self._embed(texts)
-        data = [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vectors)]
-        name = body.get("model") or self.model_name
-        return {"object": "list", "data": data, "model": name, "usage": {"prompt_tokens": used, "total_tokens": used}}
+        vectors = await self._embed(tokens)
+        return openai_body(vectors, tokens, body.model or self.model_name, body.encoding_format)
 
 
 def embeddings_app(model_dir: str | Path, *, replicas: int = 1, threads: int = 1, model_name: str | None = None) -> Any:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import onnxruntime as ort
+
 from onnxbert.runtime.manifest import (
     FORMAT_VERSION,
     Architecture,

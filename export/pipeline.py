@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 import onnxruntime as ort
+
 from onnxbert.runtime.manifest import PRECISIONS, Manifest
 
 from .errors import ExportError, VerificationError

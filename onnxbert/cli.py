@@ -35,6 +35,13 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.add_argument("--force", action="store_true", help="replace an existing non-empty DIR")
 
 
+def _add_session_options(parser: argparse.ArgumentParser) -> None:
+    """Which variant runs where, on how many threads: the Encoder's own options."""
+    parser.add_argument("--variant", choices=_VARIANTS, default="auto")
+    parser.add_argument("--provider", choices=_PROVIDERS, default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+
+
 def _add_embed(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "embed",
@@ -51,9 +58,7 @@ def _add_embed(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--normalize", action="store_true", help="L2-normalize pooled vectors")
     parser.add_argument("--token-level", action="store_true", help="emit per-token hidden states (JSONL)")
     parser.add_argument("--summary", action="store_true", help="print a readable summary and cosine similarities")
-    parser.add_argument("--variant", choices=_VARIANTS, default="auto")
-    parser.add_argument("--provider", choices=_PROVIDERS, default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    _add_session_options(parser)
     parser.add_argument("--max-length", type=int, default=None, help="truncate texts to this many tokens")
 
 
@@ -67,9 +72,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("directory")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--variant", choices=_VARIANTS, default="auto")
-    parser.add_argument("--provider", choices=_PROVIDERS, default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    _add_session_options(parser)
     parser.add_argument("--max-batch-tokens", type=int, default=8192, help="real tokens per Encoder call")
     parser.add_argument("--max-batch-texts", type=int, default=32, help="texts per Encoder call (default 32)")
     parser.add_argument("--max-wait-ms", type=float, default=2.0, help="wait for company when idle (default 2)")

@@ -24,7 +24,7 @@ def read_texts(path: Path, field: str) -> list[str]:
     texts: list[str] = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
-            line = line.rstrip("\n")
+            line = line.rstrip("\r\n")  # CRLF files too
             if path.suffix != ".jsonl":
                 texts.append(line)
                 continue

@@ -17,18 +17,20 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from onnxbert.runtime import Encoder, Pooling
-from onnxbert.runtime.tokenize import Tokenized
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from onnxbert.runtime import Encoder, Pooling
+from onnxbert.runtime.pooling import normalize as l2_normalize
+from onnxbert.runtime.tokenize import Tokenized
+
 from .batcher import Batcher, Job, QueueFullError
 from .metrics import Metrics
 from .settings import ServerSettings
 
-__all__ = ["create_app"]
+__all__ = ["OpenAIRequest", "create_app", "error_body", "openai_body"]
 
 
 class ApiError(HTTPException):
@@ -44,6 +46,8 @@ class ApiError(HTTPException):
 
 
 class OpenAIRequest(BaseModel):
+    """The body of OpenAI's embeddings API (also accepted by the Ray Serve deployment)."""
+
     input: str | list[str] = Field(description="a text or a list of texts (token arrays are not supported)")
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
@@ -128,7 +132,8 @@ def create_app(directory: str | Path, settings: ServerSettings | None = None) ->
     return app
 
 
-def _error_body(path: str, status: int, message: str, kind: str) -> dict[str, Any]:
+def error_body(path: str, status: int, message: str, kind: str) -> dict[str, Any]:
+    """OpenAI's error shape under /v1/, TEI's elsewhere."""
     if path.startswith("/v1/"):
         return {"error": {"message": message, "type": kind, "code": status}}
     return {"error": message, "error_type": kind}
@@ -137,13 +142,13 @@ def _error_body(path: str, status: int, message: str, kind: str) -> dict[str, An
 def _install_errors(app: FastAPI, state: State) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
-        body = _error_body(request.url.path, error.status, error.message, error.kind)
+        body = error_body(request.url.path, error.status, error.message, error.kind)
         return JSONResponse(body, status_code=error.status, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         details = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in error.errors())
-        body = _error_body(request.url.path, 422, f"invalid request: {details}", "Validation")
+        body = error_body(request.url.path, 422, f"invalid request: {details}", "Validation")
         return JSONResponse(body, status_code=422)
 
 
@@ -172,7 +177,7 @@ class Guard:
 
         error = self._refuse(scope)
         if error is not None:
-            body = _error_body(path, error.status, error.message, error.kind)
+            body = error_body(path, error.status, error.message, error.kind)
             await JSONResponse(body, error.status, error.headers)(scope, receive, send_tracked)
         else:
             await self.app(scope, self._limited(receive), send_tracked)
@@ -275,24 +280,14 @@ def _install_routes(app: FastAPI, state: State) -> None:
             )
         tokens = await _tokenize(state, body.input, truncate=True)
         vectors = await _run(state, request, Job(False, Pooling(encoder().default_pooling), tokens))
-        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        data = [
-            {"object": "embedding", "index": i, "embedding": _encode_vector(v, body.encoding_format)}
-            for i, v in enumerate(vectors)
-        ]
-        used = int(tokens.lengths.sum())
         name = body.model or state.settings.model_name or state.directory.name
-        return _json(
-            {"object": "list", "data": data, "model": name, "usage": {"prompt_tokens": used, "total_tokens": used}}
-        )
+        return _json(openai_body(l2_normalize(vectors), tokens, name, body.encoding_format))
 
     @app.post("/embed", summary="TEI-compatible pooled embeddings", response_model=list[list[float]])
     async def embed(body: EmbedRequest, request: Request) -> Response:
         tokens = await _tokenize(state, body.inputs, truncate=body.truncate)
         vectors = await _run(state, request, Job(False, Pooling(body.pooling or encoder().default_pooling), tokens))
-        if body.normalize:
-            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return _json(vectors.tolist())
+        return _json((l2_normalize(vectors) if body.normalize else vectors).tolist())
 
     @app.post("/embed_all", summary="TEI-compatible token-level hidden states", response_model=list[list[list[float]]])
     async def embed_all(body: EmbedAllRequest, request: Request) -> Response:
@@ -353,6 +348,16 @@ def _install_routes(app: FastAPI, state: State) -> None:
 def _json(content: Any) -> Response:
     """Serialize directly: FastAPI would otherwise validate every float through the response model."""
     return Response(json.dumps(content, separators=(",", ":")), media_type="application/json")
+
+
+def openai_body(vectors: np.ndarray, tokens: Tokenized, model: str, encoding_format: str) -> dict[str, Any]:
+    """The OpenAI embeddings response for `vectors` (one row per input) and the tokens they were made from."""
+    data = [
+        {"object": "embedding", "index": i, "embedding": _encode_vector(v, encoding_format)}
+        for i, v in enumerate(vectors)
+    ]
+    used = int(tokens.lengths.sum())
+    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": used, "total_tokens": used}}
 
 
 def _encode_vector(vector: np.ndarray, encoding: str) -> list[float] | str:

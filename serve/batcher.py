@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from onnxbert.runtime import Encoder, Pooling
 from onnxbert.runtime.tokenize import Tokenized
 

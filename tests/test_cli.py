@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from onnxbert.runtime import Encoder
 
 from onnxbert.cli import main
+from onnxbert.runtime import Encoder
 
 
 def test_embed_texts_to_stdout(tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -115,8 +115,9 @@ def test_embed_corpus_on_ray_writes_what_in_process_writes(
 
 def test_ray_serve_round_trip(local_ray: None, minilm_dir: Path) -> None:
     import httpx
-    from onnxbert.distributed.ray_serve import embeddings_app
     from ray import serve
+
+    from onnxbert.distributed.ray_serve import embeddings_app
 
     with __import__("socket").socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -131,6 +132,14 @@ def test_ray_serve_round_trip(local_ray: None, minilm_dir: Path) -> None:
         assert body["model"] == "minilm" and [d["index"] for d in body["data"]] == [0, 1]
         expected = Encoder(minilm_dir).embed(sentences, normalize=True)
         np.testing.assert_allclose([d["embedding"] for d in body["data"]], expected, atol=1e-5)
+        packed = httpx.post(
+            f"http://127.0.0.1:{port}/v1/embeddings",
+            json={"input": sentences[0], "encoding_format": "base64"},
+            timeout=60,
+        ).json()
+        decoded = np.frombuffer(__import__("base64").b64decode(packed["data"][0]["embedding"]), dtype="<f4")
+        np.testing.assert_allclose(decoded, expected[0], atol=1e-5)
+        assert packed["usage"]["prompt_tokens"] == len(Encoder(minilm_dir).tokenize(sentences[0]).ids[0])
         empty = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": []}, timeout=60)
         assert empty.status_code == 400 and "empty" in empty.json()["error"]["message"]
     finally:

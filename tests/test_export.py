@@ -11,14 +11,14 @@ import onnxruntime as ort
 import pytest
 import torch
 from conftest import build_tiny_checkpoint
+from transformers import BertModel
+
+from onnxbert.cli import main as cli_main
 from onnxbert.export import ExportError, VerificationError, export_model, parse_variants
 from onnxbert.export import verify as verify_module
 from onnxbert.export.optimize import expected_fusions, fusion_counts, operator_counts
 from onnxbert.runtime import Encoder, Manifest
 from onnxbert.runtime.manifest import sha256_file
-from transformers import BertModel
-
-from onnxbert.cli import main as cli_main
 
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from onnxbert.runtime import Encoder, Manifest
 
 # transformers 5.24 / torch 2.13 BertModel on all-MiniLM-L6-v2: mean of last_hidden_state[:6] and pooler_output[:4]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TINY_VOCAB
+
 from onnxbert.runtime import Encoder, ModelDirectoryError, ProviderError, available_cpus
 from onnxbert.runtime.batching import plan_batches
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+
 from onnxbert.runtime import Encoder
 
 LONG = "the quick brown fox jumps over the lazy dog " * 28  # ~250 tokens with MiniLM's vocabulary
