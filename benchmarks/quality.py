@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxbert.export.verify import top_k_agreement  # one definition, shared with export verification
+from onnxbert.export.verify import rankdata, spearman, top_k_agreement  # shared with export's gates
 
 __all__ = ["agreement", "model_flops", "rankdata", "spearman", "sts_spearman", "top_k_agreement"]
 
@@ -20,20 +20,6 @@ def model_flops(lengths: list[int], config: dict[str, Any]) -> float:
 
 def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-
-
-def rankdata(values: np.ndarray) -> np.ndarray:
-    """Ranks with ties averaged (as scipy.stats.rankdata)."""
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[order] = np.arange(1, len(values) + 1)
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    return (np.bincount(inverse, weights=ranks) / counts)[inverse]
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = rankdata(np.asarray(a)), rankdata(np.asarray(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def agreement(vectors: np.ndarray, reference: np.ndarray) -> dict[str, float]:

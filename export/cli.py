@@ -29,7 +29,13 @@ def format_figures(figures: dict[str, Any]) -> str:
     return ", ".join(parts) + f"  [{status}]"
 
 
-_SHORT_OPS = {"EmbedLayerNormalization": "EmbedLN", "SkipLayerNormalization": "SkipLN", "Attention": "Attn"}
+_SHORT_OPS = {
+    "EmbedLayerNormalization": "EmbedLN",
+    "SkipLayerNormalization": "SkipLN",
+    "LayerNormalization": "LN",
+    "Attention": "Attn",
+    "MatMulIntegerToFloat": "int8MatMul",
+}
 
 
 def summary_table(result: ExportResult) -> str:
@@ -62,6 +68,8 @@ def run_export(args: argparse.Namespace) -> int:
             variants=args.variants,
             max_length=args.max_length,
             opset=args.opset,
+            int8_quality=args.int8_quality,
+            int8_recipe=args.int8_recipe,
             force=args.force,
         )
     except VerificationError as error:

@@ -17,7 +17,9 @@ import onnxruntime as ort
 from onnxbert.runtime.manifest import PRECISIONS, Manifest
 
 from .errors import ExportError, VerificationError
+from .int8_gate import Int8Budget, parse_recipe
 from .source import resolve_checkpoint
+from .sts import sts_pairs
 
 __all__ = ["ExportResult", "Progress", "export_model", "parse_variants"]
 
@@ -91,18 +93,26 @@ def export_model(
     variants: str | Sequence[str] = ("fp32", "int8"),
     max_length: int | None = None,
     opset: int = 17,
+    int8_quality: str | Int8Budget = "strict",
+    int8_recipe: str = "auto",
     force: bool = False,
     progress: TextIO | bool = True,
 ) -> ExportResult:
     """Export `model` (a checkpoint directory, a hub id, or None for the embedded all-MiniLM-L6-v2) to `output`.
 
+    `int8_quality`: what int8 must keep of fp32 on STS-B dev text: 'strict' (mean cosine >= 0.998, top-10
+    neighbours >= 0.97, Spearman within 0.005), 'balanced', 'any', or 'cos=...,top10=...,spearman=...'.
+    `int8_recipe`: 'auto' (the fastest recipe within the budget) or one recipe name, still held to the budget.
     `progress`: True for step lines on stderr, False for none, or a stream to write them to.
     Every variant is verified against the transformers model before anything is written; a failing variant
     raises VerificationError with the figures and leaves `output` untouched.
     """
-    from .build import build_directory  # torch-heavy: imported on call so --help stays fast
+    from .build import Int8Options, build_directory  # torch-heavy: imported on call so --help stays fast
 
     wanted = parse_variants(variants)
+    int8 = Int8Options(Int8Budget.parse(int8_quality), parse_recipe(int8_recipe))
+    if "int8" in wanted:
+        sts_pairs("dev")  # the gate's text: missing is an error now, not after minutes of export
     if opset < 17:
         raise ExportError(f"--opset {opset} is too old; the fused graph needs opset >= 17")
     target = Path(output).resolve()
@@ -115,7 +125,14 @@ def export_model(
     staging.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary shareable directory
     try:
         built = build_directory(
-            checkpoint, staging, wanted, max_length=max_length, opset=opset, versions=_versions(), say=say
+            checkpoint,
+            staging,
+            wanted,
+            max_length=max_length,
+            opset=opset,
+            int8=int8,
+            versions=_versions(),
+            say=say,
         )
         failed = [name for name, v in built.manifest.variants.items() if not v.verification.get("passed", True)]
         if failed:

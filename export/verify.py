@@ -13,7 +13,7 @@ from transformers import BertModel
 
 from onnxbert.runtime import Encoder
 
-__all__ = ["GATES", "Reference", "compare", "reference_outputs", "top_k_agreement"]
+__all__ = ["GATES", "Reference", "compare", "rankdata", "reference_outputs", "spearman", "top_k_agreement"]
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -75,6 +75,21 @@ def top_k_agreement(a: Float32Array, b: Float32Array, k: int = 10) -> float:
 
     left, right = neighbours(a), neighbours(b)
     return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(left, right, strict=True)]))
+
+
+def rankdata(values: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
+    """Ranks with ties averaged (as scipy.stats.rankdata)."""
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.arange(1, len(values) + 1)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    averaged: npt.NDArray[np.float64] = (np.bincount(inverse, weights=ranks) / counts)[inverse]
+    return averaged
+
+
+def spearman(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
+    """Spearman rank correlation of two equal-length sequences."""
+    return float(np.corrcoef(rankdata(np.asarray(a)), rankdata(np.asarray(b)))[0, 1])
 
 
 def compare(

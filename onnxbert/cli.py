@@ -18,6 +18,8 @@ __all__ = ["build_parser", "main"]
 _POOLINGS = ("pooler", "cls", "mean", "max")
 _VARIANTS = ("auto", "fp32", "int8", "fp16")
 _PROVIDERS = ("auto", "cpu", "cuda")
+# export/int8_gate.py's LADDER, named here so that --help does not import torch
+_INT8_RECIPES = ("dynamic", "static", "static+rows", "rows")
 
 
 def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,13 +27,27 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "export",
         help="export a BERT checkpoint to a verified ONNX model directory",
         description="Export MODEL (a checkpoint directory or hub id; default: the embedded all-MiniLM-L6-v2) to "
-        "DIR: fused fp32, dynamic int8 (CPU) and/or fp16 (CUDA), each verified against transformers first.",
+        "DIR: fused fp32, int8 (CPU; the fastest recipe within --int8-quality on STS-B text) and/or fp16 (CUDA), "
+        "each verified against transformers first.",
     )
     parser.add_argument("model", nargs="?", default=None, help="checkpoint directory or hub id")
     parser.add_argument("--output", "-o", required=True, help="model directory to write")
     parser.add_argument("--variants", default="fp32,int8", help="comma-separated: fp32,int8,fp16 (default fp32,int8)")
     parser.add_argument("--max-length", type=int, default=None, help="tokens per text (default: from the model)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default 17)")
+    parser.add_argument(
+        "--int8-quality",
+        default="strict",
+        help="what int8 must keep of fp32 on STS-B dev: strict (mean cosine >= 0.998, top-10 neighbours >= 0.97, "
+        "Spearman within 0.005), balanced (0.995 / 0.93 / 0.01), any, or cos=..,top10=..,spearman=.. "
+        "(default strict); no recipe within it is an error",
+    )
+    parser.add_argument(
+        "--int8-recipe",
+        choices=("auto", *_INT8_RECIPES),
+        default="auto",
+        help="auto: the fastest recipe within --int8-quality (default); a name: only that one, still gated",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing non-empty DIR")
 
 

@@ -17,7 +17,7 @@ from .pooling import normalize as l2_normalize
 from .session import Provider, create_session
 from .tokenize import TextTokenizer, Tokenized, check_texts
 
-__all__ = ["Encoder", "EncoderOutput"]
+__all__ = ["Encoder", "EncoderOutput", "padded_batch"]
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -31,6 +31,20 @@ class EncoderOutput:
     input_ids: list[npt.NDArray[np.int64]]  # each (tokens_i,), special tokens included
     truncated: npt.NDArray[np.bool_]  # (n,) True where the text was cut at max_length
     offsets: list[list[tuple[int, int]]] | None  # character spans per token, when asked
+
+
+def padded_batch(
+    tokens: Tokenized, index: npt.NDArray[np.int64], pad_id: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Right-padded ids (B, T) and attention mask (B, T) for the texts at `index`, T = the longest of them."""
+    width = int(tokens.lengths[index].max())
+    ids = np.full((len(index), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(index), width), dtype=np.int64)
+    for row, position in enumerate(index):
+        length = tokens.lengths[position]
+        ids[row, :length] = tokens.ids[position]
+        mask[row, :length] = 1
+    return ids, mask
 
 
 @dataclass(frozen=True)
@@ -176,13 +190,7 @@ class Encoder:
             tokens.lengths, max_batch_tokens=self._max_batch_tokens, max_batch_size=self._max_batch_size
         )
         for index in plan:
-            width = int(tokens.lengths[index].max())
-            ids = np.full((len(index), width), self._pad_id, dtype=np.int64)  # (B, T)
-            mask = np.zeros((len(index), width), dtype=np.int64)  # (B, T)
-            for row, position in enumerate(index):
-                length = tokens.lengths[position]
-                ids[row, :length] = tokens.ids[position]
-                mask[row, :length] = 1
+            ids, mask = padded_batch(tokens, index, self._pad_id)
             feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
             typed = {name: feeds[name].astype(dtype, copy=False) for name, dtype in self._inputs.items()}
             results = dict(zip(self._output_names, self._session.run(None, typed), strict=True))
