@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -188,52 +188,97 @@ def _smoothing(peak: Float32Array, weight: Float32Array, alpha: float) -> Float3
     return factor
 
 
-def _quantize_activation(
-    rw: _Rewrite, target: Target, mode: str, weight: Float32Array, peak: Float32Array | None, alpha: float
-) -> tuple[list[str], Float32Array, str | None]:
-    """Emit the activation's quantization; returns (xq, x_scale, x_zero_point), the weight to use, a per-row scale."""
+def _static_step(peak: Float32Array, weight: Float32Array, alpha: float) -> Float32Array:
+    """One int8 level of the activation, per input channel: smoothed, then one range for the whole tensor."""
+    smooth = _smoothing(peak, weight, alpha)
+    step: Float32Array = (smooth * float((peak / smooth).max()) / 127.0).astype(np.float32)
+    return step
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Per quantized target: its mode, its static step, and whether that step is already divided out upstream."""
+
+    mode: str
+    step: Float32Array | None = None
+    prescaled: bool = False  # attention output whose step was folded into the layer's V projection
+    v_divide: Float32Array | None = None  # qkv: divide the V projection (weight columns and bias) by this
+
+
+def _plans(rw: _Rewrite, recipe: Recipe, targets: list[Target], peaks: Mapping[str, Float32Array]) -> dict[str, _Plan]:
+    plans: dict[str, _Plan] = {}
+    for target in targets:
+        mode = recipe.mode(target)
+        if mode == "static" and target.activation not in peaks:
+            raise ExportError(f"static int8 for {target.node} needs calibration ranges")
+        step = (
+            _static_step(peaks[target.activation], rw.array(target.weight), recipe.alpha) if mode == "static" else None
+        )
+        plans[target.node] = _Plan(mode, step)
+    # Attention output is V mixed by softmax weights, so dividing V's channels by the output's static step gives
+    # the pre-scaled tensor for free: the Mul before QuantizeLinear disappears.
+    qkv = {t.layer: t for t in targets if t.group == "qkv"}
+    for target in targets:
+        plan = plans[target.node]
+        source = qkv[target.layer].node
+        if target.group == "attention_output" and plan.mode == "static" and plans[source].mode != "fp32":
+            plans[target.node] = replace(plan, prescaled=True)
+            plans[source] = replace(plans[source], v_divide=plan.step)
+    return plans
+
+
+def _quantize_activation(rw: _Rewrite, target: Target, plan: _Plan) -> tuple[list[str], str | None]:
+    """Emit the activation's quantization; returns (xq, x_scale, x_zero_point) and a per-row scale for rows."""
     p = f"{target.node}/int8/"
     x = target.activation
-    if mode == "dynamic":
+    if plan.mode == "dynamic":
         rw.add("DynamicQuantizeLinear", [x], [p + "x_q", p + "x_scale", p + "x_zero"])
-        return [p + "x_q", p + "x_scale", p + "x_zero"], weight, None
+        return [p + "x_q", p + "x_scale", p + "x_zero"], None
     one, zero = rw.const("int8/one", np.float32(1.0)), rw.const("int8/zero_point", np.uint8(128))
-    if mode == "static":
-        if peak is None:
-            raise ExportError(f"static int8 for {target.node} needs calibration ranges")
-        smooth = _smoothing(peak, weight, alpha)
-        step = smooth * float((peak / smooth).max()) / 127.0  # (K,) one level of the activation, per channel
-        rw.add("Mul", [x, rw.const(p + "inverse_step", (1.0 / step).astype(np.float32))], [p + "x_levels"])
-        rw.add("QuantizeLinear", [p + "x_levels", one, zero], [p + "x_q"])
-        return [p + "x_q", one, zero], weight * step[:, None], None
-    width = weight.shape[0]  # rows: one range per token, from its largest |value|
-    rw.add("ReduceMax", [x, rw.const("int8/last_axis", np.array([-1], np.int64))], [p + "max"], keepdims=1)
-    rw.add("ReduceMin", [x, "int8/last_axis"], [p + "min"], keepdims=1)
-    rw.add("Neg", [p + "min"], [p + "neg_min"])
-    rw.add("Max", [p + "max", p + "neg_min", rw.const("int8/tiny", np.float32(1e-6))], [p + "peak"])
+    if plan.mode == "static" and plan.step is not None:
+        if not plan.prescaled:
+            rw.add("Mul", [x, rw.const(p + "inverse_step", (1.0 / plan.step).astype(np.float32))], [p + "x_levels"])
+            x = p + "x_levels"
+        rw.add("QuantizeLinear", [x, one, zero], [p + "x_q"])
+        return [p + "x_q", one, zero], None
+    axis = rw.const("int8/last_axis", np.array([-1], np.int64))
+    rw.add("ReduceMax", [x, axis], [p + "max"], keepdims=1)  # rows: one range per token, from its largest |value|
+    if target.group == "ffn_out":  # Gelu's output is never below -0.17: its largest |value| is max(max, 0.17)
+        rw.add("Max", [p + "max", rw.const("int8/gelu_floor", np.float32(0.17))], [p + "peak"])
+    else:
+        rw.add("ReduceMin", [x, axis], [p + "min"], keepdims=1)
+        rw.add("Neg", [p + "min"], [p + "neg_min"])
+        rw.add("Max", [p + "max", p + "neg_min", rw.const("int8/tiny", np.float32(1e-6))], [p + "peak"])
     rw.add("Mul", [p + "peak", rw.const("int8/one_level", np.float32(1 / 127.0))], [p + "row_scale"])  # (B, T, 1)
     rw.add("Mul", [p + "row_scale", rw.const("int8/zero_float", np.float32(0.0))], [p + "zeros"])
     rw.add("Add", [p + "zeros", rw.const("int8/mid", np.float32(128.0))], [p + "mids"])
     rw.add("Cast", [p + "mids"], [p + "row_zero"], to=TensorProto.UINT8)  # zero point shaped like the scale
+    width = int(rw.weights[target.weight].dims[0])
     rw.add("QuantizeLinear", [x, p + "row_scale", p + "row_zero"], [p + "x_q"], axis=-1, block_size=width)
-    return [p + "x_q", one, zero], weight, p + "row_scale"
+    return [p + "x_q", one, zero], p + "row_scale"
 
 
-def _rewrite(
-    rw: _Rewrite, node: onnx.NodeProto, target: Target, mode: str, peak: Float32Array | None, alpha: float
-) -> None:
+def _rewrite(rw: _Rewrite, node: onnx.NodeProto, target: Target, plan: _Plan) -> None:
+    (x_q, x_scale, x_zero), row_scale = _quantize_activation(rw, target, plan)
     weight = rw.array(target.weight)
-    (x_q, x_scale, x_zero), weight, row_scale = _quantize_activation(rw, target, mode, weight, peak, alpha)
-    w_q, w_scale = _int8_columns(weight)
+    w_q, w_scale = _int8_columns(weight if plan.step is None else weight * plan.step[:, None])
     p = f"{target.node}/int8/"
-    w_q_name, w_scale_name = rw.const(p + "w_q", w_q), rw.const(p + "w_scale", w_scale)
     if target.group == "qkv":
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if set(attrs) - {"num_heads", "unidirectional"}:
             raise ExportError(f"{node.name} has Attention attributes QAttention lacks: {sorted(attrs)}")
-        inputs = [x_q, w_q_name, node.input[2], x_scale, w_scale_name, node.input[3], x_zero]
+        bias = node.input[2]
+        if plan.v_divide is not None:
+            width = plan.v_divide.shape[0]  # (H,): the V block is the last third of the packed projection
+            w_scale[-width:] /= plan.v_divide
+            values = rw.array(bias).copy()
+            values[-width:] /= plan.v_divide
+            bias = rw.const(p + "bias", values)
+        w_q_name, w_scale_name = rw.const(p + "w_q", w_q), rw.const(p + "w_scale", w_scale)
+        inputs = [x_q, w_q_name, bias, x_scale, w_scale_name, node.input[3], x_zero]
         rw.add("QAttention", inputs, list(node.output), domain=_MS, name=node.name + "/int8", **attrs)
         return
+    w_q_name, w_scale_name = rw.const(p + "w_q", w_q), rw.const(p + "w_scale", w_scale)
     out = p + "unscaled" if row_scale else node.output[0]
     rw.add("MatMulIntegerToFloat", [x_q, w_q_name, x_scale, w_scale_name, x_zero], [out], domain=_MS)
     if row_scale:
@@ -247,13 +292,13 @@ def quantize(
     model = onnx.load(str(source))
     rw = _Rewrite(model)
     by_name = {t.node: t for t in targets}
+    plans = _plans(rw, recipe, targets, peaks)
     for node in model.graph.node:
         target = by_name.get(node.name)
-        mode = recipe.mode(target) if target else "fp32"
-        if target is None or mode == "fp32":
+        if target is None or plans[target.node].mode == "fp32":
             rw.nodes.append(node)
         else:
-            _rewrite(rw, node, target, mode, peaks.get(target.activation), recipe.alpha)
+            _rewrite(rw, node, target, plans[target.node])
     del model.graph.node[:]
     model.graph.node.extend(rw.nodes)
     used = {name for node in model.graph.node for name in node.input}
