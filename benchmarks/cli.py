@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--cache", default="out/bench-cache")
     sens = commands.add_parser("int8-sensitivity", help="quality and speed of int8 recipes and probes vs fp32")
     sens.add_argument("--model", default="minilm", choices=MODELS)
-    sens.add_argument("--texts", type=int, default=1000)
+    sens.add_argument("--texts", type=int, default=None, help="first N unique STS-B dev sentences (default: all)")
     sens.add_argument("--threads", type=int, default=None)
     sens.add_argument("--out", default="out/bench")
     sens.add_argument("--cache", default="out/bench-cache")

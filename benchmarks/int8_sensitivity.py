@@ -1,11 +1,11 @@
 """Which int8 recipe keeps quality, at what speed? Every candidate measured on real text against fp32.
 
-    python -m benchmarks int8-sensitivity [--model minilm] [--texts 1000] [--out DIR]
+    python -m benchmarks int8-sensitivity [--model minilm] [--texts N] [--out DIR]
 
 Candidates: ONNX Runtime's stock `quantize_dynamic` (what most exporters ship), each recipe on onnxbert's ladder,
 and per-group / per-layer probes (one group or one layer's mode changed) that show where quality is lost. Each
 graph is installed as the int8 variant of a copy of the model directory and loaded through the public Encoder;
-vectors are compared with the fp32 variant on the first N unique STS-B dev sentences (mean / worst cosine, top-10
+vectors are compared with the fp32 variant on the unique STS-B dev sentences (all 2,910 unless --texts) (mean / worst cosine, top-10
 neighbour agreement, STS-B Spearman on the pairs among them) and one embed call over all N texts is timed.
 Calibration uses STS-B train, as export does.
 """
@@ -41,8 +41,13 @@ def _candidates(layers: int) -> list[Recipe]:
     base = next(r for r in LADDER if r.name == "static+rows")
     found = list(LADDER)
     found += [dataclasses.replace(base, name=f"static+rows, {g} fp32", modes={**base.modes, g: "fp32"}) for g in GROUPS]
+    found += [
+        dataclasses.replace(base, name=f"static+rows, {g} rows", modes={**base.modes, g: "rows"}) for g in ("ffn_in",)
+    ]
     found += [dataclasses.replace(base, name=f"static+rows, alpha {a}", alpha=a) for a in (0.5, 0.65, 0.9)]
-    found += [dataclasses.replace(base, name=f"static+rows, layer {i} fp32", fp32_layers=(i,)) for i in range(layers)]
+    found += [
+        dataclasses.replace(base, name=f"static+rows, layers [{i}] fp32", fp32_layers=(i,)) for i in range(layers)
+    ]
     return found
 
 
@@ -100,7 +105,7 @@ def _row(
     }
 
 
-def run_sensitivity(model: str, count: int, cache: Path, out: Path, threads: int) -> list[dict[str, Any]]:
+def run_sensitivity(model: str, count: int | None, cache: Path, out: Path, threads: int) -> list[dict[str, Any]]:
     source = prepare(model, cache).directory
     pairs = sts_pairs("dev")
     texts = unique_sentences(pairs, count)
@@ -132,7 +137,7 @@ def run_sensitivity(model: str, count: int, cache: Path, out: Path, threads: int
                 f"Spearman -{r['spearman_drop']:.4f} {r['speed_vs_fp32']:.2f}x fp32",
                 flush=True,
             )
-    _write(out, model, count, threads, rows)
+    _write(out, model, len(texts), threads, rows)
     return rows
 
 

@@ -47,16 +47,19 @@ MODES = ("fp32", "dynamic", "static", "rows")
 _GELU = {"Gelu", "BiasGelu", "FastGelu"}
 _MS = "com.microsoft"
 _ROWS_OPSET = 21  # QuantizeLinear with block_size: one scale per token
+_GELU_MIN = 0.17  # erf Gelu's minimum is -0.16997
+_GELU_ZERO = 16  # uint8 zero point for Gelu's output
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """How each group is quantized, the SmoothQuant strength, and whole layers left in fp32."""
+    """How each group is quantized, the SmoothQuant strength, and whole layers or single projections left in fp32."""
 
     name: str
     modes: Mapping[str, str]
     alpha: float = 0.8
     fp32_layers: tuple[int, ...] = ()
+    fp32_groups: tuple[tuple[int, str], ...] = ()  # (layer, group)
 
     def __post_init__(self) -> None:
         if set(self.modes) != set(GROUPS) or not set(self.modes.values()) <= set(MODES):
@@ -66,7 +69,9 @@ class Recipe:
 
     def mode(self, target: Target) -> str:
         """The mode for one target node."""
-        return "fp32" if target.layer in self.fp32_layers else self.modes[target.group]
+        if target.layer in self.fp32_layers or (target.layer, target.group) in self.fp32_groups:
+            return "fp32"
+        return self.modes[target.group]
 
     def describe(self) -> dict[str, Any]:
         """The manifest's record of this recipe."""
@@ -75,6 +80,7 @@ class Recipe:
             "groups": dict(self.modes),
             "smoothquant_alpha": self.alpha,
             "fp32_layers": list(self.fp32_layers),
+            "fp32_groups": [[layer, group] for layer, group in self.fp32_groups],
             "weights": "int8 symmetric, per output column",
         }
 
@@ -242,20 +248,25 @@ def _quantize_activation(rw: _Rewrite, target: Target, plan: _Plan) -> tuple[lis
         rw.add("QuantizeLinear", [x, one, zero], [p + "x_q"])
         return [p + "x_q", one, zero], None
     axis = rw.const("int8/last_axis", np.array([-1], np.int64))
-    rw.add("ReduceMax", [x, axis], [p + "max"], keepdims=1)  # rows: one range per token, from its largest |value|
-    if target.group == "ffn_out":  # Gelu's output is never below -0.17: its largest |value| is max(max, 0.17)
-        rw.add("Max", [p + "max", rw.const("int8/gelu_floor", np.float32(0.17))], [p + "peak"])
+    rw.add("ReduceMax", [x, axis], [p + "max"], keepdims=1)  # rows: one range per token
+    if target.group == "ffn_out":
+        # Gelu's output never goes below -0.17: 16 of the 256 levels cover [-0.17, 0) and the other 239 the
+        # positive side, almost twice the resolution of a range symmetric around zero (127 levels a side).
+        rw.add("Mul", [p + "max", rw.const("int8/gelu_levels", np.float32(1 / (255 - _GELU_ZERO)))], [p + "up"])
+        rw.add("Max", [p + "up", rw.const("int8/gelu_floor", np.float32(_GELU_MIN / _GELU_ZERO))], [p + "row_scale"])
+        zero_point = _GELU_ZERO
     else:
         rw.add("ReduceMin", [x, axis], [p + "min"], keepdims=1)
         rw.add("Neg", [p + "min"], [p + "neg_min"])
         rw.add("Max", [p + "max", p + "neg_min", rw.const("int8/tiny", np.float32(1e-6))], [p + "peak"])
-    rw.add("Mul", [p + "peak", rw.const("int8/one_level", np.float32(1 / 127.0))], [p + "row_scale"])  # (B, T, 1)
-    rw.add("Mul", [p + "row_scale", rw.const("int8/zero_float", np.float32(0.0))], [p + "zeros"])
-    rw.add("Add", [p + "zeros", rw.const("int8/mid", np.float32(128.0))], [p + "mids"])
+        rw.add("Mul", [p + "peak", rw.const("int8/one_level", np.float32(1 / 127.0))], [p + "row_scale"])
+        zero_point = 128
+    rw.add("Mul", [p + "row_scale", rw.const("int8/zero_float", np.float32(0.0))], [p + "zeros"])  # (B, T, 1)
+    rw.add("Add", [p + "zeros", rw.const(f"int8/zero_{zero_point}", np.float32(zero_point))], [p + "mids"])
     rw.add("Cast", [p + "mids"], [p + "row_zero"], to=TensorProto.UINT8)  # zero point shaped like the scale
     width = int(rw.weights[target.weight].dims[0])
     rw.add("QuantizeLinear", [x, p + "row_scale", p + "row_zero"], [p + "x_q"], axis=-1, block_size=width)
-    return [p + "x_q", one, zero], p + "row_scale"
+    return [p + "x_q", one, rw.const(f"int8/zero_point_{zero_point}", np.uint8(zero_point))], p + "row_scale"
 
 
 def _rewrite(rw: _Rewrite, node: onnx.NodeProto, target: Target, plan: _Plan) -> None:

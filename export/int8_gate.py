@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +32,10 @@ if TYPE_CHECKING:
 
 __all__ = ["BUDGETS", "LADDER", "Int8Budget", "choose_int8", "parse_recipe"]
 
-CALIBRATION_SENTENCES = 512
-EVALUATION_PAIRS = 500
+CALIBRATION_SENTENCES = 512  # STS-B train: calibration ranges settle well before this many
+# The gate judges on the whole STS-B dev split (1,500 pairs, 2,910 sentences), the text the benchmark suite reports.
+# Top-10 agreement falls as the corpus grows (denser neighbourhoods): on the first 500 pairs (922 sentences) the same
+# recipe scores ~0.013 higher than on all of them, so judging on less would pass recipes the benchmark then fails.
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,13 @@ class Int8Budget:
             found.append(f"spearman_drop={figures['spearman_drop']:.4f} (needs <= {self.max_spearman_drop})")
         return found
 
+    def margin(self, figures: dict[str, Any]) -> float:
+        """The worst of the three criteria's headroom, each scaled to its budget: < 0 misses, higher is better."""
+        cos = (figures["mean_cosine"] - self.min_mean_cosine) / max(1.0 - self.min_mean_cosine, 1e-6)
+        top = (figures["top10_agreement"] - self.min_top10) / max(1.0 - self.min_top10, 1e-6)
+        drop = (self.max_spearman_drop - figures["spearman_drop"]) / max(self.max_spearman_drop, 1e-6)
+        return float(min(cos, top, drop))
+
     def describe(self) -> dict[str, float]:
         """The manifest's record of the budget."""
         return {
@@ -98,18 +107,20 @@ def _all(mode: str) -> dict[str, str]:
     return dict.fromkeys(GROUPS, mode)
 
 
-# Fastest first (all-MiniLM-L6-v2, 2 threads, speed vs the fp32 graph; quality vs fp32 on 1000 STS-B dev sentences):
-#   dynamic             2.3x  cos 0.9940  top10 0.93
-#   static              2.3x  cos 0.9979  top10 0.96
-#   static+rows         2.2x  cos 0.9989  top10 0.97
-#   rows                ~1.8x cos 0.9990  top10 0.97
+# Fastest first. all-MiniLM-L6-v2 on 2 threads of a Xeon with AMX, speed vs the fp32 graph, quality vs fp32 on all
+# 2,910 STS-B dev sentences (the gate's text):
+#   dynamic       2.5x  cos 0.9934  top10 0.910   one range per batch tensor, found at run time (ORT's classic)
+#   static        2.5x  cos 0.9954  top10 0.928   SmoothQuant-calibrated static ranges everywhere
+#   static+rows   2.3x  cos 0.9992  top10 0.966   static for the LayerNorm-fed projections, per token after
+#                                                 attention and Gelu, whose ranges swing from token to token
 LADDER = (
     Recipe("dynamic", _all("dynamic")),
     Recipe("static", _all("static")),
-    Recipe("static+rows", {**_all("static"), "ffn_out": "rows"}),
-    Recipe("rows", {**_all("rows"), "qkv": "static"}),
+    Recipe("static+rows", {**_all("static"), "attention_output": "rows", "ffn_out": "rows"}),
 )
 _RECIPES = {recipe.name: recipe for recipe in LADDER}
+# When no recipe above passes, whole layers of the last one are left in fp32, the most sensitive first.
+FALLBACK = "static+rows"
 
 
 def parse_recipe(value: str) -> str:
@@ -153,7 +164,7 @@ class _Judge:
 
 
 def _judge(fused: Path, tokenizer: TextTokenizer, pad_id: int, pooling: Pooling) -> _Judge:
-    pairs = sts_pairs("dev").head(EVALUATION_PAIRS)
+    pairs = sts_pairs("dev")
     sentences = unique_sentences(pairs)
     row = {text: i for i, text in enumerate(sentences)}
     rows = ([row[s] for s in pairs.left], [row[s] for s in pairs.right])
@@ -168,7 +179,7 @@ def _line(name: str, figures: dict[str, Any]) -> str:
     status = "pass" if figures["passed"] else "miss"
     return (
         f"int8 {name}: cos {figures['mean_cosine']:.5f}, top10 {figures['top10_agreement']:.3f}, "
-        f"Spearman -{figures['spearman_drop']:.4f}, {figures['speed_vs_fp32']:.2f}x fp32 [{status}]"
+        f"Spearman {-figures['spearman_drop']:+.4f}, {figures['speed_vs_fp32']:.2f}x fp32 [{status}]"
     )
 
 
@@ -184,25 +195,57 @@ class _Search:
     budget: Int8Budget
     say: Progress
     tried: dict[str, dict[str, Any]]
+    graphs: dict[Any, tuple[Recipe, Path, dict[str, int]]] = field(default_factory=dict)
 
     def trial(self, recipe: Recipe) -> tuple[bool, Path, dict[str, int]]:
+        """Quantize and judge `recipe`; a recipe already judged under another name is not run again."""
+        same = (tuple(recipe.modes.items()), recipe.alpha, recipe.fp32_layers, tuple(sorted(recipe.fp32_groups)))
+        if same in self.graphs:
+            earlier, graph, counts = self.graphs[same]
+            return self.tried[earlier.name]["passed"], graph, counts
         graph = self.scratch / f"{len(self.tried)}.onnx"
         counts = quantize(self.fused, graph, recipe, self.targets, self.peaks)
         figures = self.judge.measure(graph)
         figures["failures"] = self.budget.failures(figures)
         figures["passed"] = not figures["failures"]
         self.tried[recipe.name] = figures
+        self.graphs[same] = (recipe, graph, counts)
         self.say.say(_line(recipe.name, figures))
         return figures["passed"], graph, counts
 
-    def by_sensitivity(self, base: Recipe, layers: int) -> list[int]:
-        """Layers ordered by how much quality leaving each one alone in fp32 restores, most first."""
-        gains = []
+    def passing(self, candidate: Recipe) -> tuple[Recipe, Path, dict[str, int]] | None:
+        """The candidate as it was first judged (under its first name), if it meets the budget."""
+        passed, graph, _ = self.trial(candidate)
+        return next((found for found in self.graphs.values() if found[1] == graph), None) if passed else None
+
+    def fallback(self, base: Recipe, layers: int) -> tuple[Recipe, Path, dict[str, int]] | None:
+        """Leave the most sensitive layers of `base` in fp32, one more at a time, each first as a single projection.
+
+        For each layer added, its projections are tried alone in fp32 (fewest FLOPs first) before the whole layer.
+        Layers are ranked by a probe each (that layer alone in fp32): how much of the budget it wins back.
+        """
+        margins = []
         for layer in range(layers):
-            probe = replace(base, name=f"{base.name}, probe layer {layer} fp32", fp32_layers=(layer,))
+            probe = replace(base, name=f"{base.name}, layers [{layer}] fp32", fp32_layers=(layer,))
             self.trial(probe)
-            gains.append(self.tried[probe.name]["mean_cosine"])
-        return [int(i) for i in np.argsort(gains)[::-1]]
+            margins.append(self.budget.margin(self.tried[probe.name]))
+        order = [int(i) for i in np.argsort(margins, kind="stable")[::-1]]
+        for count in range(1, layers):
+            kept, last = tuple(sorted(order[: count - 1])), order[count - 1]
+            for group in _CHEAPEST_FIRST:  # one projection of the last layer instead of all four
+                name = f"{base.name}, layer {last} {group}" + (f" and layers {list(kept)}" if kept else "") + " fp32"
+                found = self.passing(replace(base, name=name, fp32_layers=kept, fp32_groups=((last, group),)))
+                if found:
+                    return found
+            whole = tuple(sorted(order[:count]))
+            found = self.passing(replace(base, name=f"{base.name}, layers {list(whole)} fp32", fp32_layers=whole))
+            if found:
+                return found
+        return None
+
+
+# Fewest FLOPs first (hidden H, intermediate 4H): attention output H*H, QKV 3*H*H, FFN in and out 4*H*H each.
+_CHEAPEST_FIRST = ("attention_output", "qkv", "ffn_in", "ffn_out")
 
 
 def _recipe_record(recipe: Recipe, search: _Search, counts: dict[str, int], calibration: int) -> dict[str, Any]:
@@ -215,7 +258,11 @@ def _recipe_record(recipe: Recipe, search: _Search, counts: dict[str, int], cali
         "gate": search.tried[recipe.name],
         "candidates": {name: figures for name, figures in search.tried.items() if name != recipe.name},
         "calibration": {"text": "STS-B train", "sentences": calibration},
-        "evaluation": {"text": "STS-B dev", "sentences": search.judge.tokens.lengths.size, "pairs": EVALUATION_PAIRS},
+        "evaluation": {
+            "text": "STS-B dev",
+            "sentences": len(search.judge.tokens.ids),
+            "pairs": len(search.judge.pairs.scores),
+        },
         "int8_ops": {op: counts.get(op, 0) for op in ("QAttention", "MatMulIntegerToFloat")},
     }
 
@@ -243,23 +290,15 @@ def choose_int8(
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         search = _Search(fused, Path(scratch), targets, peaks, judge, budget, say, {})
         ladder = list(LADDER) if recipe == "auto" else [_RECIPES[recipe]]
-        for candidate in ladder:
-            passed, graph, counts = search.trial(candidate)
-            if passed:
-                shutil.move(graph, target)
-                return _recipe_record(candidate, search, counts, len(calibration))
-        if recipe == "auto":
-            base = LADDER[-1]
-            order = search.by_sensitivity(base, num_layers)
-            for count in range(1, num_layers):
-                kept = tuple(sorted(order[:count]))
-                candidate = replace(base, name=f"{base.name}, layers {list(kept)} fp32", fp32_layers=kept)
-                passed, graph, counts = search.trial(candidate)
-                if passed:
-                    shutil.move(graph, target)
-                    return _recipe_record(candidate, search, counts, len(calibration))
+        found = next(filter(None, (search.passing(candidate) for candidate in ladder)), None)
+        if found is None and recipe == "auto":
+            found = search.fallback(_RECIPES[FALLBACK], num_layers)
+        if found is not None:
+            chosen, graph, counts = found
+            shutil.move(graph, target)
+            return _recipe_record(chosen, search, counts, len(calibration))
     raise VerificationError(
-        f"no int8 recipe meets the quality budget {budget.describe()} on {judge.tokens.lengths.size} STS-B dev "
+        f"no int8 recipe meets the quality budget {budget.describe()} on {len(judge.tokens.ids)} STS-B dev "
         "sentences; nothing was written. Loosen --int8-quality (presets: strict, balanced, any) or export fp32 only",
         search.tried,
     )

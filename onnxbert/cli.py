@@ -19,7 +19,7 @@ _POOLINGS = ("pooler", "cls", "mean", "max")
 _VARIANTS = ("auto", "fp32", "int8", "fp16")
 _PROVIDERS = ("auto", "cpu", "cuda")
 # export/int8_gate.py's LADDER, named here so that --help does not import torch
-_INT8_RECIPES = ("dynamic", "static", "static+rows", "rows")
+_INT8_RECIPES = ("dynamic", "static", "static+rows")
 
 
 def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
