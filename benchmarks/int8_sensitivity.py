@@ -134,7 +134,7 @@ def run_sensitivity(model: str, count: int | None, cache: Path, out: Path, threa
             r = rows[-1]
             print(
                 f"{r['candidate']:42s} cos {r['mean_cosine']:.5f} (min {r['min_cosine']:.4f}) top10 {r['top10']:.3f} "
-                f"Spearman -{r['spearman_drop']:.4f} {r['speed_vs_fp32']:.2f}x fp32",
+                f"Spearman {-r['spearman_drop']:+.4f} {r['speed_vs_fp32']:.2f}x fp32",
                 flush=True,
             )
     _write(out, model, len(texts), threads, rows)

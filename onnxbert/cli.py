@@ -91,6 +91,10 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _add_session_options(parser)
     parser.add_argument("--max-batch-tokens", type=int, default=8192, help="real tokens per Encoder call")
     parser.add_argument("--max-batch-texts", type=int, default=32, help="texts per Encoder call (default 32)")
+    parser.add_argument(
+        "--max-run-texts", type=int, default=16, help="texts per graph run within a call, length-sorted (default 16)"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="Encoder calls at once, sharing the threads (default 1)")
     parser.add_argument("--max-wait-ms", type=float, default=2.0, help="wait for company when idle (default 2)")
     parser.add_argument("--max-queue", type=int, default=2048, help="texts waiting before 429 (default 2048)")
     parser.add_argument("--max-client-batch", type=int, default=64, help="inputs per request (default 64)")
@@ -170,6 +174,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         threads=args.threads,
         max_batch_tokens=args.max_batch_tokens,
         max_batch_texts=args.max_batch_texts,
+        max_run_texts=args.max_run_texts,
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,
         max_client_batch=args.max_client_batch,

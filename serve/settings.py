@@ -14,6 +14,11 @@ class ServerSettings:
     threads: int | None = None
     max_batch_tokens: int = 8192  # real tokens coalesced into one Encoder call
     max_batch_texts: int = 32  # texts per Encoder call (16 and 32 measured alike at concurrency 32 on 2 cores)
+    # Texts per graph run inside one Encoder call, sorted by length: a call's texts come from different clients in
+    # no order, and one run pads every text to the longest. Measured in-process on random groups of 32 STS-B
+    # sentences (MiniLM, 2 threads): 553 sentences/s in one run of 32, 674 in runs of 16; length-sorted whole
+    # corpus 952.
+    max_run_texts: int = 16
     max_wait_ms: float = 2.0  # how long an idle worker waits for company before running a lone request
     max_queue: int = 2048  # texts waiting; past this, 429 with Retry-After
     max_client_batch: int = 64  # inputs per request; past this, 422
@@ -22,7 +27,15 @@ class ServerSettings:
     model_name: str | None = None  # the `model` reported by /v1/embeddings; default: the directory's name
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_tokens", "max_batch_texts", "max_queue", "max_client_batch", "payload_limit"):
+        limits = (
+            "max_batch_tokens",
+            "max_batch_texts",
+            "max_run_texts",
+            "max_queue",
+            "max_client_batch",
+            "payload_limit",
+        )
+        for name in limits:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive int")
