@@ -27,7 +27,8 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from benchmarks.models import prepare
 from benchmarks.quality import spearman, top_k_agreement
-from onnxbert.export.int8 import GROUPS, Recipe, calibrate, find_targets, quantize
+from onnxbert.export.calibration import calibrate
+from onnxbert.export.int8 import GROUPS, Recipe, find_targets, quantize
 from onnxbert.export.int8_gate import CALIBRATION_SENTENCES, LADDER
 from onnxbert.export.sts import StsPairs, sts_pairs, unique_sentences
 from onnxbert.runtime import Encoder, Manifest
@@ -115,7 +116,8 @@ def run_sensitivity(model: str, count: int | None, cache: Path, out: Path, threa
     targets = find_targets(onnx.load(str(fused)), manifest.architecture.num_layers)
     tokenizer = TextTokenizer(source / "tokenizer.json", max_length=manifest.tokenizer.max_length)
     calibration = tokenizer.encode(unique_sentences(sts_pairs("train"), CALIBRATION_SENTENCES))
-    peaks = calibrate(fused, targets, calibration, manifest.tokenizer.pad_id)
+    stats = calibrate(fused, targets, calibration, manifest.tokenizer.pad_id)
+    cache: dict[Any, Any] = {}
     fp32_spearman = _spearman(reference, texts, pairs)
     rows = [_row("fp32", reference, reference, fp32_seconds, fp32_seconds, 0.0)]
     with tempfile.TemporaryDirectory() as scratch:
@@ -125,7 +127,7 @@ def run_sensitivity(model: str, count: int | None, cache: Path, out: Path, threa
             if recipe is None:
                 _stock(fused, graph)
             else:
-                quantize(fused, graph, recipe, targets, peaks)
+                quantize(fused, graph, recipe, targets, stats, cache)
             _install(work, graph)
             vectors, seconds = _timed_embed(Encoder(work, variant="int8", threads=threads, spinning=False), texts)
             drop = fp32_spearman - _spearman(vectors, texts, pairs)

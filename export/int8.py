@@ -34,12 +34,10 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxbert.runtime.tokenize import Tokenized
-
+from .calibration import Calibration, round_columns
 from .errors import ExportError
-from .graphrun import cpu_session, run_batches
 
-__all__ = ["GROUPS", "MODES", "Recipe", "Target", "calibrate", "expected_counts", "find_targets", "quantize"]
+__all__ = ["GROUPS", "MODES", "Recipe", "Target", "expected_counts", "find_targets", "quantize"]
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -82,7 +80,7 @@ class Recipe:
             "smoothquant_alpha": self.alpha,
             "fp32_layers": list(self.fp32_layers),
             "fp32_groups": [[layer, group] for layer, group in self.fp32_groups],
-            "weights": "int8 symmetric, per output column",
+            "weights": "int8 symmetric, per output column, GPTQ rounding on the calibration text",
         }
 
 
@@ -145,21 +143,6 @@ def expected_counts(recipe: Recipe, targets: list[Target]) -> dict[str, int]:
     return counts
 
 
-def calibrate(fused: Path, targets: list[Target], tokens: Tokenized, pad_id: int) -> dict[str, Float32Array]:
-    """Per-channel max |activation| over the real (unpadded) tokens of the calibration text, per activation."""
-    model = onnx.load(str(fused))
-    names = sorted({t.activation for t in targets})
-    model.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in names)
-    session = cpu_session(model.SerializeToString())
-    peaks: dict[str, Float32Array] = {}
-    for batch in run_batches(session, tokens, pad_id):
-        real = batch.mask.astype(bool)  # (B, T)
-        for name in names:
-            peak = np.abs(batch.outputs[name][real]).max(axis=0)  # (K,)
-            peaks[name] = np.maximum(peaks[name], peak) if name in peaks else peak
-    return peaks
-
-
 class _Rewrite:
     """The node list being built and the initializers it adds."""
 
@@ -181,11 +164,6 @@ class _Rewrite:
     def array(self, name: str) -> Float32Array:
         value: Float32Array = numpy_helper.to_array(self.weights[name]).astype(np.float32)
         return value
-
-
-def _int8_columns(weight: Float32Array) -> tuple[npt.NDArray[np.int8], Float32Array]:
-    scale = (np.maximum(np.abs(weight).max(axis=0), 1e-12) / 127.0).astype(np.float32)  # (N,)
-    return np.clip(np.round(weight / scale), -127, 127).astype(np.int8), scale
 
 
 def _smoothing(peak: Float32Array, weight: Float32Array, alpha: float) -> Float32Array:
@@ -270,10 +248,29 @@ def _quantize_activation(rw: _Rewrite, target: Target, plan: _Plan) -> tuple[lis
     return [p + "x_q", one, rw.const(f"int8/zero_point_{zero_point}", np.uint8(zero_point))], p + "row_scale"
 
 
-def _rewrite(rw: _Rewrite, node: onnx.NodeProto, target: Target, plan: _Plan) -> None:
+_WeightCache = dict[tuple[str, str], tuple[npt.NDArray[np.int8], Float32Array]]  # (node, mode) -> (w_q, scale)
+
+
+def _weights(
+    rw: _Rewrite, target: Target, plan: _Plan, calibration: Calibration, cache: _WeightCache
+) -> tuple[npt.NDArray[np.int8], Float32Array]:
+    """The int8 weight and its column scales as this plan's activation sees them (static: in activation levels)."""
+    key = (target.node, plan.mode)
+    if key not in cache:
+        weight, moment = rw.array(target.weight), calibration.moments.get(target.activation)
+        if plan.step is not None:
+            weight = weight * plan.step[:, None]
+            moment = None if moment is None else moment / plan.step[:, None] / plan.step[None, :]
+        cache[key] = round_columns(weight, moment)
+    w_q, w_scale = cache[key]
+    return w_q, w_scale.copy()
+
+
+def _rewrite(
+    rw: _Rewrite, node: onnx.NodeProto, target: Target, plan: _Plan, calibration: Calibration, cache: _WeightCache
+) -> None:
     (x_q, x_scale, x_zero), row_scale = _quantize_activation(rw, target, plan)
-    weight = rw.array(target.weight)
-    w_q, w_scale = _int8_columns(weight if plan.step is None else weight * plan.step[:, None])
+    w_q, w_scale = _weights(rw, target, plan, calibration, cache)
     p = f"{target.node}/int8/"
     if target.group == "qkv":
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -298,19 +295,28 @@ def _rewrite(rw: _Rewrite, node: onnx.NodeProto, target: Target, plan: _Plan) ->
 
 
 def quantize(
-    source: Path, target_path: Path, recipe: Recipe, targets: list[Target], peaks: Mapping[str, Float32Array]
+    source: Path,
+    target_path: Path,
+    recipe: Recipe,
+    targets: list[Target],
+    calibration: Calibration,
+    cache: _WeightCache | None = None,
 ) -> dict[str, int]:
-    """Write the recipe's int8 graph; its operator counts are checked against the recipe before returning."""
+    """Write the recipe's int8 graph; its operator counts are checked against the recipe before returning.
+
+    `cache` keeps rounded weights between calls (GPTQ rounding costs seconds; candidates share most of them).
+    """
+    cache = {} if cache is None else cache
     model = onnx.load(str(source))
     rw = _Rewrite(model)
     by_name = {t.node: t for t in targets}
-    plans = _plans(rw, recipe, targets, peaks)
+    plans = _plans(rw, recipe, targets, calibration.peaks)
     for node in model.graph.node:
         target = by_name.get(node.name)
         if target is None or plans[target.node].mode == "fp32":
             rw.nodes.append(node)
         else:
-            _rewrite(rw, node, target, plans[target.node])
+            _rewrite(rw, node, target, plans[target.node], calibration, cache)
     del model.graph.node[:]
     model.graph.node.extend(rw.nodes)
     used = {name for node in model.graph.node for name in node.input}

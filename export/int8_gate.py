@@ -21,9 +21,10 @@ import onnx
 from onnxbert.runtime.pooling import Pooling
 from onnxbert.runtime.tokenize import TextTokenizer, Tokenized
 
+from .calibration import Calibration, calibrate
 from .errors import ExportError, VerificationError
 from .graphrun import embed
-from .int8 import GROUPS, Recipe, Target, calibrate, find_targets, quantize
+from .int8 import GROUPS, Recipe, Target, find_targets, quantize
 from .sts import StsPairs, sts_pairs, unique_sentences
 from .verify import spearman, top_k_agreement
 
@@ -108,11 +109,11 @@ def _all(mode: str) -> dict[str, str]:
 
 
 # Fastest first. all-MiniLM-L6-v2 on 2 threads of a Xeon with AMX, speed vs the fp32 graph, quality vs fp32 on all
-# 2,910 STS-B dev sentences (the gate's text):
-#   dynamic       2.5x  cos 0.9934  top10 0.910   one range per batch tensor, found at run time (ORT's classic)
-#   static        2.5x  cos 0.9954  top10 0.928   SmoothQuant-calibrated static ranges everywhere
-#   static+rows   2.3x  cos 0.9992  top10 0.966   static for the LayerNorm-fed projections, per token after
-#                                                 attention and Gelu, whose ranges swing from token to token
+# 2,910 STS-B dev sentences (the gate's text), weights GPTQ-rounded:
+#   dynamic       ~2.4x  cos 0.9937  top10 0.911   one range per batch tensor, found at run time (ORT's classic)
+#   static        ~2.4x  cos 0.9957  top10 0.928   SmoothQuant-calibrated static ranges everywhere
+#   static+rows   ~2.2x  cos 0.9994  top10 0.971   static for the LayerNorm-fed projections, per token after
+#                                                  attention and Gelu, whose ranges swing from token to token
 LADDER = (
     Recipe("dynamic", _all("dynamic")),
     Recipe("static", _all("static")),
@@ -190,12 +191,13 @@ class _Search:
     fused: Path
     scratch: Path
     targets: list[Target]
-    peaks: dict[str, np.ndarray]
+    calibration: Calibration
     judge: _Judge
     budget: Int8Budget
     say: Progress
     tried: dict[str, dict[str, Any]]
     graphs: dict[Any, tuple[Recipe, Path, dict[str, int]]] = field(default_factory=dict)
+    weights: dict[Any, Any] = field(default_factory=dict)  # rounded int8 weights, shared between candidates
 
     def trial(self, recipe: Recipe) -> tuple[bool, Path, dict[str, int]]:
         """Quantize and judge `recipe`; a recipe already judged under another name is not run again."""
@@ -204,7 +206,7 @@ class _Search:
             earlier, graph, counts = self.graphs[same]
             return self.tried[earlier.name]["passed"], graph, counts
         graph = self.scratch / f"{len(self.tried)}.onnx"
-        counts = quantize(self.fused, graph, recipe, self.targets, self.peaks)
+        counts = quantize(self.fused, graph, recipe, self.targets, self.calibration, self.weights)
         figures = self.judge.measure(graph)
         figures["failures"] = self.budget.failures(figures)
         figures["passed"] = not figures["failures"]
@@ -285,10 +287,10 @@ def choose_int8(
     tokenizer = TextTokenizer(tokenizer_path, max_length=max_length)
     calibration = unique_sentences(sts_pairs("train"), CALIBRATION_SENTENCES)
     with say.step(f"int8: calibrating on {len(calibration)} STS-B train sentences"):
-        peaks = calibrate(fused, targets, tokenizer.encode(calibration), pad_id)
+        stats = calibrate(fused, targets, tokenizer.encode(calibration), pad_id)
         judge = _judge(fused, tokenizer, pad_id, pooling)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-        search = _Search(fused, Path(scratch), targets, peaks, judge, budget, say, {})
+        search = _Search(fused, Path(scratch), targets, stats, judge, budget, say, {})
         ladder = list(LADDER) if recipe == "auto" else [_RECIPES[recipe]]
         found = next(filter(None, (search.passing(candidate) for candidate in ladder)), None)
         if found is None and recipe == "auto":

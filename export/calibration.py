@@ -1,0 +1,84 @@
+"""What int8 learns from calibration text: activation ranges per channel, and second moments for weight rounding.
+
+GPTQ-style rounding (Frantar et al., 2022): weights are rounded one input channel at a time, each rounding error
+pushed onto the channels not yet rounded, weighted by the calibration inputs' second moments H = sum x x^T. On
+all-MiniLM-L6-v2 (`static+rows`, 2,910 STS-B dev sentences) it lifts top-10 agreement 0.966 -> 0.971 and mean cosine
+0.99916 -> 0.99935 over round-to-nearest, at no run-time cost. Damping (added to H's diagonal, as a share of its
+mean) measured 0.01: 0.968, 0.05: 0.969, 0.1: 0.971, 0.2: 0.971; processing channels by descending H (act-order)
+did not help (0.970).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+from onnx import TensorProto, helper
+
+from onnxbert.runtime.tokenize import Tokenized
+
+from .graphrun import cpu_session, run_batches
+
+if TYPE_CHECKING:
+    from .int8 import Target
+
+__all__ = ["Calibration", "calibrate", "round_columns"]
+
+Float32Array = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per activation tensor: max |x| per channel (K,) and the second moments sum x x^T (K, K), real tokens only."""
+
+    peaks: dict[str, Float32Array]
+    moments: dict[str, Float32Array]
+
+
+def calibrate(fused: Path, targets: list[Target], tokens: Tokenized, pad_id: int) -> Calibration:
+    """Run the fp32 graph on the calibration text with every quantized node's input as an extra output."""
+    model = onnx.load(str(fused))
+    names = sorted({t.activation for t in targets})
+    model.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in names)
+    session = cpu_session(model.SerializeToString())
+    peaks: dict[str, Float32Array] = {}
+    moments: dict[str, Float32Array] = {}
+    for batch in run_batches(session, tokens, pad_id):
+        real = batch.mask.astype(bool)  # (B, T)
+        for name in names:
+            x = batch.outputs[name][real]  # (tokens, K)
+            peak, moment = np.abs(x).max(axis=0), x.T @ x
+            peaks[name] = np.maximum(peaks[name], peak) if name in peaks else peak
+            moments[name] = moments[name] + moment if name in moments else moment
+    return Calibration(peaks, moments)
+
+
+def round_columns(
+    weight: Float32Array, moment: Float32Array | None, *, damping: float = 0.1, block: int = 128
+) -> tuple[npt.NDArray[np.int8], Float32Array]:
+    """int8 weights (K, N) with one symmetric scale per output column (N,); GPTQ rounding when `moment` is given."""
+    scale = np.maximum(np.abs(weight).max(axis=0), 1e-12) / 127.0  # (N,), fixed before any error is pushed
+    if moment is None:
+        return np.clip(np.round(weight / scale), -127, 127).astype(np.int8), scale.astype(np.float32)
+    w = weight.astype(np.float64)
+    h = moment.astype(np.float64)
+    dead = np.diag(h) == 0  # channels never active in calibration: nothing to learn, keep their rounding plain
+    h[dead, dead] = 1.0
+    h += damping * float(np.mean(np.diag(h))) * np.eye(len(h))
+    lower = np.linalg.cholesky(h)
+    inverse = np.linalg.inv(lower)
+    upper = np.linalg.cholesky(inverse.T @ inverse).T  # H^-1 = U^T U, U upper triangular
+    rounded = np.empty_like(w)
+    for start in range(0, len(w), block):
+        stop = min(start + block, len(w))
+        part, errors, u = w[start:stop].copy(), np.zeros((stop - start, w.shape[1])), upper[start:stop, start:stop]
+        for i in range(stop - start):
+            rounded[start + i] = np.clip(np.round(part[i] / scale), -127, 127) * scale
+            errors[i] = (part[i] - rounded[start + i]) / u[i, i]
+            part[i:] -= np.outer(u[i, i:], errors[i])
+        w[stop:] -= upper[start:stop, stop:].T @ errors
+    return np.round(rounded / scale).astype(np.int8), scale.astype(np.float32)
