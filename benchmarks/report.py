@@ -45,10 +45,14 @@ def _recipe_lines(model: dict[str, Any]) -> list[str]:
         return []
     recipe, gate = model["int8_recipe"], model["int8_recipe"]["gate"]
     budget = recipe["budget"]
+    chosen = (
+        f"chosen at export under the budget mean cosine >= {budget['min_mean_cosine']}, top-10 >= "
+        f"{budget['min_top10']}, Spearman drop <= {budget['max_spearman_drop']}"
+        if budget["min_mean_cosine"] >= 0
+        else "pinned, no quality budget (random weights)"
+    )
     return [
-        f"int8 recipe **{recipe['name']}**, chosen at export under the budget mean cosine >= "
-        f"{budget['min_mean_cosine']}, top-10 >= {budget['min_top10']}, Spearman drop <= "
-        f"{budget['max_spearman_drop']}; the export gate measured (vs the fp32 graph, {gate['texts']} STS-B dev "
+        f"int8 recipe **{recipe['name']}**, {chosen}; the export gate measured (vs the fp32 graph, {gate['texts']} STS-B dev "
         f"sentences): mean cosine {gate['mean_cosine']:.5f}, top-10 {gate['top10_agreement']:.3f}, Spearman drop "
         f"{gate['spearman_drop']:.4f}.",
         "",
