@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     load = commands.add_parser("serve-load", help="load-test `onnxbert serve` on 127.0.0.1 against in-process")
     load.add_argument("--model", default="minilm", choices=MODELS)
     load.add_argument("--concurrency", default="1,8,32,128", help="comma-separated client concurrency levels")
+    load.add_argument("--variant", choices=("fp32", "int8"), default="fp32")
     load.add_argument("--requests", type=int, default=1000, help="single-sentence requests per level")
     load.add_argument("--threads", type=int, default=None)
     load.add_argument("--out", default="out/bench")
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             args.threads or available_cpus(),
             Path(args.cache),
             Path(args.out),
+            args.variant,
         )
         print(markdown(result))
         return 0

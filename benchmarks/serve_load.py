@@ -30,16 +30,16 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _in_process(directory: Path, texts: list[str], threads: int, rounds: int = 3) -> float:
+def _in_process(directory: Path, texts: list[str], threads: int, variant: str, rounds: int = 3) -> float:
     from onnxbert.runtime import Encoder
 
-    encoder = Encoder(directory, provider="cpu", threads=threads)
+    encoder = Encoder(directory, variant=variant, provider="cpu", threads=threads)
     encoder.embed(texts[:64])
     best = min(_timed(lambda: encoder.embed(texts)) for _ in range(rounds))
     return len(texts) / best
 
 
-def _in_process_groups(directory: Path, texts: list[str], threads: int, group: int = 32) -> float:
+def _in_process_groups(directory: Path, texts: list[str], threads: int, variant: str, group: int = 32) -> float:
     """What a perfect server could do at concurrency `group`: the texts in shuffled groups, one call per group.
 
     Closed-loop clients never have more than `group` requests in flight, so no batch can hold more, and its texts
@@ -48,7 +48,8 @@ def _in_process_groups(directory: Path, texts: list[str], threads: int, group: i
     from onnxbert.runtime import Encoder
     from onnxbert.serve.settings import ServerSettings
 
-    encoder = Encoder(directory, provider="cpu", threads=threads, max_batch_size=ServerSettings().max_run_texts)
+    runs = ServerSettings().max_run_texts
+    encoder = Encoder(directory, variant=variant, provider="cpu", threads=threads, max_batch_size=runs)
     order = np.random.default_rng(0).permutation(len(texts))
     groups = [[texts[i] for i in order[start : start + group]] for start in range(0, len(texts), group)]
     encoder.embed(texts[:64])
@@ -102,11 +103,13 @@ async def _drive(url: str, texts: list[str], concurrency: int) -> dict[str, Any]
     }
 
 
-def run_load(model: str, concurrency: list[int], requests: int, threads: int, cache: Path, out: Path) -> dict[str, Any]:
+def run_load(
+    model: str, concurrency: list[int], requests: int, threads: int, cache: Path, out: Path, variant: str = "fp32"
+) -> dict[str, Any]:
     directory = prepare(model, cache).directory
     texts = sentences(requests)
-    baseline = _in_process(directory, texts, threads)
-    ceiling = _in_process_groups(directory, texts, threads)
+    baseline = _in_process(directory, texts, threads, variant)
+    ceiling = _in_process_groups(directory, texts, threads, variant)
     port = _free_port()
     server = subprocess.Popen(
         [
@@ -117,6 +120,8 @@ def run_load(model: str, concurrency: list[int], requests: int, threads: int, ca
             str(directory),
             "--port",
             str(port),
+            "--variant",
+            variant,
             "--threads",
             str(threads),
             "--log-level",
@@ -134,6 +139,7 @@ def run_load(model: str, concurrency: list[int], requests: int, threads: int, ca
         row["share_of_in_process"] = row["throughput"] / baseline
     result = {
         "model": model,
+        "variant": variant,
         "threads": threads,
         "texts": len(texts),
         "in_process_throughput": baseline,
@@ -163,7 +169,8 @@ def _wait(url: str, timeout: float = 120) -> None:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
-        f"# onnxbert serve load ({result['model']}, {result['texts']} single-sentence requests, "
+        f"# onnxbert serve load ({result['model']} {result.get('variant', 'fp32')}, {result['texts']} single-sentence "
+        "requests, "
         f"{result['threads']} inference threads)",
         "",
         f"In-process `Encoder.embed` on the same texts (one call, length-sorted batches): "
