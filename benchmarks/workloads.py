@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onnxbert.export.sts import sts_pairs
+from onnxbert.export.sts import sts_pairs, unique_sentences
 
 SHAPES = ((1, 16), (1, 128), (8, 128), (32, 128), (1, 512))
 QUICK_SHAPES = ((1, 16), (8, 128), (1, 512))
@@ -30,9 +30,7 @@ def sts_dev() -> tuple[list[str], list[str], list[float]]:
 
 def sentences(limit: int | None) -> list[str]:
     """Unique STS-B dev sentences in file order (the real-text workload)."""
-    left, right, _ = sts_dev()
-    unique = list(dict.fromkeys(s for pair in zip(left, right, strict=True) for s in pair))
-    return unique[:limit] if limit else unique
+    return unique_sentences(sts_pairs("dev"), limit)
 
 
 def workloads(quick: bool, text_limit: int | None = None) -> list[Workload]:

@@ -220,7 +220,9 @@ def _quantize_activation(rw: _Rewrite, target: Target, plan: _Plan) -> tuple[lis
         rw.add("DynamicQuantizeLinear", [x], [p + "x_q", p + "x_scale", p + "x_zero"])
         return [p + "x_q", p + "x_scale", p + "x_zero"], None
     one, zero = rw.const("int8/one", np.float32(1.0)), rw.const("int8/zero_point", np.uint8(128))
-    if plan.mode == "static" and plan.step is not None:
+    if plan.mode == "static":
+        if plan.step is None:
+            raise ExportError(f"static int8 for {target.node} has no calibrated step")
         if not plan.prescaled:
             rw.add("Mul", [x, rw.const(p + "inverse_step", (1.0 / plan.step).astype(np.float32))], [p + "x_levels"])
             x = p + "x_levels"
@@ -248,14 +250,15 @@ def _quantize_activation(rw: _Rewrite, target: Target, plan: _Plan) -> tuple[lis
     return [p + "x_q", one, rw.const(f"int8/zero_point_{zero_point}", np.uint8(zero_point))], p + "row_scale"
 
 
-_WeightCache = dict[tuple[str, str], tuple[npt.NDArray[np.int8], Float32Array]]  # (node, mode) -> (w_q, scale)
+# (node, mode, SmoothQuant alpha for static) -> (w_q, scale)
+_WeightCache = dict[tuple[str, str, float | None], tuple[npt.NDArray[np.int8], Float32Array]]
 
 
 def _weights(
-    rw: _Rewrite, target: Target, plan: _Plan, calibration: Calibration, cache: _WeightCache
+    rw: _Rewrite, target: Target, plan: _Plan, alpha: float, calibration: Calibration, cache: _WeightCache
 ) -> tuple[npt.NDArray[np.int8], Float32Array]:
     """The int8 weight and its column scales as this plan's activation sees them (static: in activation levels)."""
-    key = (target.node, plan.mode)
+    key = (target.node, plan.mode, alpha if plan.step is not None else None)  # a static step depends on alpha
     if key not in cache:
         weight, moment = rw.array(target.weight), calibration.moments.get(target.activation)
         if plan.step is not None:
@@ -267,10 +270,16 @@ def _weights(
 
 
 def _rewrite(
-    rw: _Rewrite, node: onnx.NodeProto, target: Target, plan: _Plan, calibration: Calibration, cache: _WeightCache
+    rw: _Rewrite,
+    node: onnx.NodeProto,
+    target: Target,
+    plan: _Plan,
+    alpha: float,
+    calibration: Calibration,
+    cache: _WeightCache,
 ) -> None:
     (x_q, x_scale, x_zero), row_scale = _quantize_activation(rw, target, plan)
-    w_q, w_scale = _weights(rw, target, plan, calibration, cache)
+    w_q, w_scale = _weights(rw, target, plan, alpha, calibration, cache)
     p = f"{target.node}/int8/"
     if target.group == "qkv":
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -316,7 +325,7 @@ def quantize(
         if target is None or plans[target.node].mode == "fp32":
             rw.nodes.append(node)
         else:
-            _rewrite(rw, node, target, plans[target.node], calibration, cache)
+            _rewrite(rw, node, target, plans[target.node], recipe.alpha, calibration, cache)
     del model.graph.node[:]
     model.graph.node.extend(rw.nodes)
     used = {name for node in model.graph.node for name in node.input}

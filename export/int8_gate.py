@@ -1,9 +1,9 @@
 """Choose the fastest int8 recipe that meets a quality budget, measured on held-out real text against fp32.
 
 Calibration text is STS-B train; the gate judges on STS-B dev (sentences never seen in calibration). Candidates
-are tried fastest first; when none of the fixed recipes passes, a per-layer sensitivity pass finds which layers cost
-the most quality and leaves them in fp32, one more at a time. No recipe within budget is an error with every
-candidate's figures: never a silent fallback to fp32 or to a weaker recipe.
+are tried fastest first; when none of the fixed recipes passes, a per-layer sensitivity pass ranks the layers and
+leaves the most sensitive in fp32, one more at a time, each first as a single projection. No recipe within budget
+is an error with every candidate's figures: never a silent fallback to fp32 or to a weaker recipe.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
-from onnxbert.runtime.pooling import Pooling
+from onnxbert.runtime.pooling import Pooling, normalize
 from onnxbert.runtime.tokenize import TextTokenizer, Tokenized
 
 from .calibration import Calibration, calibrate
@@ -120,7 +120,7 @@ LADDER = (
     Recipe("static+rows", {**_all("static"), "attention_output": "rows", "ffn_out": "rows"}),
 )
 _RECIPES = {recipe.name: recipe for recipe in LADDER}
-# When no recipe above passes, whole layers of the last one are left in fp32, the most sensitive first.
+# When no recipe above passes, parts of this one stay in fp32 (`_Search.fallback`).
 FALLBACK = "static+rows"
 
 
@@ -146,7 +146,7 @@ class _Judge:
 
     def measure(self, graph: Path) -> dict[str, Any]:
         vectors, seconds = embed(graph, self.tokens, self.pad_id, self.pooling)
-        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        unit = normalize(vectors)
         cosines = (unit * self.reference).sum(axis=1)
         left, right = unit[self.rows[0]], unit[self.rows[1]]
         score = spearman((left * right).sum(axis=1), self.pairs.scores)
@@ -171,7 +171,7 @@ def _judge(fused: Path, tokenizer: TextTokenizer, pad_id: int, pooling: Pooling)
     rows = ([row[s] for s in pairs.left], [row[s] for s in pairs.right])
     tokens = tokenizer.encode(sentences)
     vectors, seconds = embed(fused, tokens, pad_id, pooling)
-    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    unit = normalize(vectors)
     score = spearman((unit[rows[0]] * unit[rows[1]]).sum(axis=1), pairs.scores)
     return _Judge(tokens, pad_id, pooling, pairs, rows, unit, score, seconds)
 

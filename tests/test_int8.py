@@ -152,3 +152,24 @@ def test_gptq_rounding_lowers_output_error_on_the_calibration_inputs() -> None:
     plain_error = np.square(x @ (plain_q * plain_scale) - reference).mean()
     gptq_error = np.square(x @ (gptq_q * gptq_scale) - reference).mean()
     assert gptq_error < 0.5 * plain_error  # measured: 0.11
+
+
+def test_static_weights_follow_the_recipes_alpha_when_the_cache_is_shared(tiny_model_dir: Path, tmp_path: Path) -> None:
+    fused = tiny_model_dir / "model.onnx"
+    targets = find_targets(onnx.load(str(fused)), num_layers=2)
+    tokenizer = TextTokenizer(tiny_model_dir / "tokenizer.json", max_length=64)
+    stats = calibrate(fused, targets, tokenizer.encode(["the man is playing guitar .", "hello world"]), pad_id=0)
+    base = LADDER[1]  # all static
+    shared: dict[Any, Any] = {}
+    quantize(fused, tmp_path / "a.onnx", base, targets, stats, shared)
+    other = Recipe("alpha 0.3", base.modes, alpha=0.3)
+    quantize(fused, tmp_path / "shared.onnx", other, targets, stats, shared)
+    quantize(fused, tmp_path / "fresh.onnx", other, targets, stats)
+
+    def weights(path: Path) -> dict[str, np.ndarray]:
+        graph = onnx.load(str(path)).graph
+        return {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith("/w_q")}
+
+    shared_weights, fresh_weights = weights(tmp_path / "shared.onnx"), weights(tmp_path / "fresh.onnx")
+    assert shared_weights.keys() == fresh_weights.keys() and shared_weights
+    assert all(np.array_equal(shared_weights[name], fresh_weights[name]) for name in fresh_weights)
