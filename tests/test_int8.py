@@ -173,3 +173,31 @@ def test_static_weights_follow_the_recipes_alpha_when_the_cache_is_shared(tiny_m
     shared_weights, fresh_weights = weights(tmp_path / "shared.onnx"), weights(tmp_path / "fresh.onnx")
     assert shared_weights.keys() == fresh_weights.keys() and shared_weights
     assert all(np.array_equal(shared_weights[name], fresh_weights[name]) for name in fresh_weights)
+
+
+def test_int8_products_do_not_saturate_on_cpus_without_vnni(tmp_path: Path) -> None:
+    """uint8 x int8 at the extremes: CPUs without VNNI saturate each pair of products at 16 bits unless the session
+    asks ONNX Runtime for exact int8 (create_session does). On VNNI / AMX CPUs this passes either way."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxbert.runtime.session import Provider, create_session
+
+    k, n = 64, 8
+    weight = numpy_helper.from_array(np.full((k, n), 127, np.int8), "W")
+    scales = [numpy_helper.from_array(np.float32(1.0), name) for name in ("a_scale", "b_scale")]
+    zero = numpy_helper.from_array(np.uint8(0), "a_zero")
+    node = helper.make_node(
+        "MatMulIntegerToFloat", ["A", "W", "a_scale", "b_scale", "a_zero"], ["Y"], domain="com.microsoft"
+    )
+    graph = helper.make_graph(
+        [node],
+        "saturation",
+        [helper.make_tensor_value_info("A", TensorProto.UINT8, [4, k])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [4, n])],
+        [weight, zero, *scales],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets), str(tmp_path / "mm.onnx"))
+    session = create_session(tmp_path / "mm.onnx", provider=Provider.CPU, threads=1, memory_arena=True)
+    (out,) = session.run(None, {"A": np.full((4, k), 255, np.uint8)})
+    np.testing.assert_array_equal(out, np.full((4, n), k * 255 * 127, np.float32))  # saturated: half of it
