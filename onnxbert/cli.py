@@ -92,9 +92,11 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--max-batch-tokens", type=int, default=8192, help="real tokens per Encoder call")
     parser.add_argument("--max-batch-texts", type=int, default=32, help="texts per Encoder call (default 32)")
     parser.add_argument(
-        "--max-run-texts", type=int, default=16, help="texts per graph run within a call, length-sorted (default 16)"
+        "--max-run-texts",
+        type=int,
+        default=32,
+        help="most texts per graph run within a call; runs are cut by length where padding costs more (default 32)",
     )
-    parser.add_argument("--workers", type=int, default=1, help="Encoder calls at once, sharing the threads (default 1)")
     parser.add_argument("--max-wait-ms", type=float, default=2.0, help="wait for company when idle (default 2)")
     parser.add_argument("--max-queue", type=int, default=2048, help="texts waiting before 429 (default 2048)")
     parser.add_argument("--max-client-batch", type=int, default=64, help="inputs per request (default 64)")

@@ -54,6 +54,25 @@ def test_plan_batches_respects_budget_and_covers_everything() -> None:
     assert batches[0].tolist() == [6]  # the longest text runs alone: 2 x 512 > 600
 
 
+def test_plan_batches_cuts_where_padding_outweighs_a_run() -> None:
+    one_long = np.array([100] + [10] * 31, dtype=np.int64)  # one run would pad 31 texts to 100 tokens
+    batches = plan_batches(one_long, max_batch_tokens=8192, max_batch_size=32, run_overhead=20)
+    assert [b.tolist() for b in batches] == [[0], list(range(1, 32))]
+    alike = np.full(64, 12, dtype=np.int64)  # nothing to save: the fewest runs the size cap allows
+    assert [len(b) for b in plan_batches(alike, max_batch_tokens=8192, max_batch_size=32)] == [32, 32]
+    lengths = np.random.default_rng(0).integers(5, 40, 32)
+
+    def cost(plan: list[np.ndarray], overhead: float) -> float:
+        return sum(overhead + len(b) * float(lengths[b].max()) for b in plan)
+
+    for overhead in (0.0, 20.0, 1e6):  # never worse than any fixed run size, at any overhead
+        plan = plan_batches(lengths, max_batch_tokens=8192, max_batch_size=32, run_overhead=overhead)
+        order = np.argsort(-lengths, kind="stable")
+        for size in (1, 4, 8, 16, 32):
+            fixed = [order[i : i + size] for i in range(0, 32, size)]
+            assert cost(plan, overhead) <= cost(fixed, overhead) + 1e-9
+
+
 def test_sixteen_threads_get_exactly_the_serial_results(minilm_dir: Path) -> None:
     encoder = Encoder(minilm_dir, variant="fp32")
     inputs = [random_texts(12, seed=100 + i) for i in range(16)]
