@@ -30,31 +30,30 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _in_process(directory: Path, texts: list[str], threads: int, variant: str, rounds: int = 3) -> float:
-    from onnxbert.runtime import Encoder
+class _InProcess:
+    """The two in-process references, timed in the same rounds as the server so that drifts in machine speed hit
+    all three alike: `Encoder.embed` over all texts (length-sorted batching), and the same texts in shuffled groups
+    of 32, one call each — what a perfect server could do at concurrency 32: closed-loop clients never have more
+    than 32 requests in flight, so no batch can hold more, and its texts arrive in no length order."""
 
-    encoder = Encoder(directory, variant=variant, provider="cpu", threads=threads)
-    encoder.embed(texts[:64])
-    best = min(_timed(lambda: encoder.embed(texts)) for _ in range(rounds))
-    return len(texts) / best
+    def __init__(self, directory: Path, texts: list[str], threads: int, variant: str, group: int = 32) -> None:
+        from onnxbert.runtime import Encoder
+        from onnxbert.serve.settings import ServerSettings
 
+        self.texts = texts
+        self.encoder = Encoder(directory, variant=variant, provider="cpu", threads=threads)
+        runs = ServerSettings().max_run_texts  # as `onnxbert serve` runs a batch
+        self.grouped = Encoder(directory, variant=variant, provider="cpu", threads=threads, max_batch_size=runs)
+        order = np.random.default_rng(0).permutation(len(texts))
+        self.groups = [[texts[i] for i in order[start : start + group]] for start in range(0, len(texts), group)]
+        self.encoder.embed(texts[:64])
+        self.grouped.embed(texts[:64])
 
-def _in_process_groups(directory: Path, texts: list[str], threads: int, variant: str, group: int = 32) -> float:
-    """What a perfect server could do at concurrency `group`: the texts in shuffled groups, one call per group.
+    def sorted_rate(self) -> float:
+        return len(self.texts) / _timed(lambda: self.encoder.embed(self.texts))
 
-    Closed-loop clients never have more than `group` requests in flight, so no batch can hold more, and its texts
-    arrive in no length order. Runs of 16 inside each call, as `onnxbert serve` defaults to.
-    """
-    from onnxbert.runtime import Encoder
-    from onnxbert.serve.settings import ServerSettings
-
-    runs = ServerSettings().max_run_texts
-    encoder = Encoder(directory, variant=variant, provider="cpu", threads=threads, max_batch_size=runs)
-    order = np.random.default_rng(0).permutation(len(texts))
-    groups = [[texts[i] for i in order[start : start + group]] for start in range(0, len(texts), group)]
-    encoder.embed(texts[:64])
-    best = min(_timed(lambda: [encoder.embed(g) for g in groups]) for _ in range(2))
-    return len(texts) / best
+    def groups_rate(self) -> float:
+        return len(self.texts) / _timed(lambda: [self.grouped.embed(g) for g in self.groups])
 
 
 def _timed(call: Any) -> float:
@@ -104,12 +103,20 @@ async def _drive(url: str, texts: list[str], concurrency: int) -> dict[str, Any]
 
 
 def run_load(
-    model: str, concurrency: list[int], requests: int, threads: int, cache: Path, out: Path, variant: str = "fp32"
+    model: str,
+    concurrency: list[int],
+    requests: int,
+    threads: int,
+    cache: Path,
+    out: Path,
+    variant: str = "fp32",
+    rounds: int = 3,
 ) -> dict[str, Any]:
+    """`rounds` rounds, each timing in-process sorted, in-process groups of 32, then every concurrency level; the
+    report gives each figure's median over rounds and each share as the median of the rounds' own ratios."""
     directory = prepare(model, cache).directory
     texts = sentences(requests)
-    baseline = _in_process(directory, texts, threads, variant)
-    ceiling = _in_process_groups(directory, texts, threads, variant)
+    local = _InProcess(directory, texts, threads, variant)
     port = _free_port()
     server = subprocess.Popen(
         [
@@ -129,21 +136,36 @@ def run_load(
         ],
     )
     url = f"http://127.0.0.1:{port}"
+    sorted_rates: list[float] = []
+    group_rates: list[float] = []
+    runs: dict[int, list[dict[str, Any]]] = {c: [] for c in concurrency}
     try:
         _wait(url)
-        rows = [asyncio.run(_drive(url, texts, c)) for c in concurrency]
+        asyncio.run(_drive(url, texts[:256], max(concurrency)))  # warm the server's arenas at the widest batch
+        for _ in range(rounds):
+            sorted_rates.append(local.sorted_rate())
+            group_rates.append(local.groups_rate())
+            for c in concurrency:
+                run = asyncio.run(_drive(url, texts, c))
+                run["share_of_in_process"] = run["throughput"] / sorted_rates[-1]
+                runs[c].append(run)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
-    for row in rows:
-        row["share_of_in_process"] = row["throughput"] / baseline
+    rows = []
+    for c in concurrency:
+        row = {key: _median([run[key] for run in runs[c]]) for key in runs[c][0] if key != "concurrency"}
+        rows.append({"concurrency": c, **row, "rounds": runs[c]})
     result = {
         "model": model,
         "variant": variant,
         "threads": threads,
         "texts": len(texts),
-        "in_process_throughput": baseline,
-        "in_process_groups_of_32": ceiling,
+        "rounds": rounds,
+        "in_process_throughput": _median(sorted_rates),
+        "in_process_groups_of_32": _median(group_rates),
+        "groups_share": _median([g / s for g, s in zip(group_rates, sorted_rates, strict=True)]),
+        "in_process_rounds": {"sorted": sorted_rates, "groups_of_32": group_rates},
         "rows": rows,
         "environment": environment(threads),
     }
@@ -151,6 +173,10 @@ def run_load(
     (out / "serve_load.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     (out / "serve_load.md").write_text(markdown(result), encoding="utf-8")
     return result
+
+
+def _median(values: list[float]) -> float:
+    return float(np.median(values))
 
 
 def _wait(url: str, timeout: float = 120) -> None:
@@ -176,7 +202,11 @@ def markdown(result: dict[str, Any]) -> str:
         f"In-process `Encoder.embed` on the same texts (one call, length-sorted batches): "
         f"{result['in_process_throughput']:.0f} sentences/s. In shuffled groups of 32, one call each (the most 32 "
         f"closed-loop clients can offer a batcher, in no length order): {result['in_process_groups_of_32']:.0f} "
-        f"sentences/s, {result['in_process_groups_of_32'] / result['in_process_throughput']:.0%} of it.",
+        f"sentences/s, {result.get('groups_share', result['in_process_groups_of_32'] / result['in_process_throughput']):.0%} of it.",
+        "",
+        f"Medians of {result.get('rounds', 1)} rounds; each round times both in-process figures, then every "
+        "concurrency level, so that the machine's drifts in speed hit all alike. Shares are medians of each round's "
+        "own ratio.",
         "",
         "| concurrency | requests/s | share of in-process | p50 ms | p99 ms | failures |",
         "|---|---|---|---|---|---|",

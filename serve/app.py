@@ -3,46 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import hmac
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
-from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onnxbert.runtime import Encoder, Pooling
-from onnxbert.runtime.pooling import normalize as l2_normalize
-from onnxbert.runtime.tokenize import Tokenized
 
-from .batcher import Batcher, Job, QueueFullError
-from .metrics import Metrics
+from .batcher import Batcher, Job
+from .core import ApiError, State, embed_answer, error_body, json_bytes, openai_answer, run, tokenize
+from .guard import Guard
 from .settings import ServerSettings
 
-__all__ = ["OpenAIRequest", "create_app", "error_body", "openai_body"]
-
-
-class ApiError(HTTPException):
-    """An error answered with `status` and a JSON body naming what was wrong.
-
-    An HTTPException so that FastAPI passes it through untouched when it is raised while the body is read.
-    """
-
-    def __init__(self, status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(status_code=status, detail=message, headers=headers)
-        self.status, self.message, self.kind = status, message, kind
-        self.headers = headers or {}
+__all__ = ["OpenAIRequest", "create_app"]
 
 
 class OpenAIRequest(BaseModel):
@@ -70,21 +49,6 @@ class EmbedAllRequest(BaseModel):
 class TokenizeRequest(BaseModel):
     inputs: str | list[str]
     add_special_tokens: bool = True
-
-
-@dataclass
-class State:
-    """Everything the endpoints share; created per app, never global."""
-
-    directory: Path
-    settings: ServerSettings
-    metrics: Metrics = field(default_factory=Metrics)
-    encoder: Encoder | None = None
-    batcher: Batcher | None = None
-    ready: bool = False
-    draining: bool = False
-    load_error: str | None = None
-    on_load_error: Callable[[str], None] | None = None  # `onnxbert serve` stops the process; embedders may not
 
 
 async def _load(state: State) -> None:
@@ -133,13 +97,6 @@ def create_app(directory: str | Path, settings: ServerSettings | None = None) ->
     return app
 
 
-def error_body(path: str, status: int, message: str, kind: str) -> dict[str, Any]:
-    """OpenAI's error shape under /v1/, TEI's elsewhere."""
-    if path.startswith("/v1/"):
-        return {"error": {"message": message, "type": kind, "code": status}}
-    return {"error": message, "error_type": kind}
-
-
 def _install_errors(app: FastAPI, state: State) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -153,117 +110,6 @@ def _install_errors(app: FastAPI, state: State) -> None:
         return JSONResponse(body, status_code=422)
 
 
-_OPEN_PATHS = frozenset({"/health", "/metrics", "/docs", "/openapi.json", "/redoc"})
-
-
-class Guard:
-    """Pure ASGI middleware: API key, payload limit and readiness checked before any endpoint; metrics after.
-
-    Pure ASGI (not BaseHTTPMiddleware) so that the endpoint still sees the client's disconnect message.
-    """
-
-    def __init__(self, app: ASGIApp, state: State) -> None:
-        self.app, self.state = app, state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path, start, status = scope["path"], time.perf_counter(), [500]
-
-        async def send_tracked(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        error = self._refuse(scope)
-        if error is not None:
-            body = error_body(path, error.status, error.message, error.kind)
-            await JSONResponse(body, error.status, error.headers)(scope, receive, send_tracked)
-        else:
-            await self.app(scope, self._limited(receive), send_tracked)
-        self.state.metrics.requests.labels(path, str(status[0])).inc()
-        self.state.metrics.latency.labels(path).observe(time.perf_counter() - start)
-
-    def _refuse(self, scope: Scope) -> ApiError | None:
-        state, path = self.state, scope["path"]
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if state.settings.api_key and path not in _OPEN_PATHS:
-            offered = headers.get("authorization", "")
-            if not hmac.compare_digest(offered.encode(), f"Bearer {state.settings.api_key}".encode()):
-                return ApiError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'", "Unauthorized")
-        if path in _OPEN_PATHS or scope["method"] != "POST":
-            return None
-        declared, limit = headers.get("content-length", ""), state.settings.payload_limit
-        if declared.isdigit() and int(declared) > limit:
-            return ApiError(413, f"payload of {declared} bytes exceeds the {limit}-byte limit", "PayloadTooLarge")
-        if not state.ready or state.draining:
-            return ApiError(503, _unready(state), "Unhealthy", {"Retry-After": "1"})
-        return None
-
-    def _limited(self, receive: Receive) -> Receive:
-        """A chunked body (no content-length) is measured as it arrives."""
-        limit, received = self.state.settings.payload_limit, [0]
-
-        async def receive_limited() -> Message:
-            message = await receive()
-            if message["type"] == "http.request":
-                received[0] += len(message.get("body", b""))
-                if received[0] > limit:
-                    raise ApiError(413, f"payload exceeds the {limit}-byte limit", "PayloadTooLarge")
-            return message
-
-        return receive_limited
-
-
-def _unready(state: State) -> str:
-    if state.load_error:
-        return f"model failed to load: {state.load_error}"
-    return "draining: the server is shutting down" if state.draining else "loading: the model is not ready yet"
-
-
-async def _tokenize(state: State, inputs: str | list[str], *, truncate: bool, offsets: bool = False) -> Tokenized:
-    texts = [inputs] if isinstance(inputs, str) else inputs
-    if not texts:
-        raise ApiError(400, "inputs is empty: send at least one text", "Validation")
-    if len(texts) > state.settings.max_client_batch:
-        raise ApiError(
-            422, f"{len(texts)} inputs exceed max_client_batch={state.settings.max_client_batch}", "Validation"
-        )
-    assert state.encoder is not None  # guarded by readiness
-    start = time.perf_counter()
-    try:  # inline: a request's texts tokenize in microseconds, less than a thread hand-off costs
-        tokens = state.encoder.tokenize(texts, truncate=truncate, offsets=offsets)
-    except ValueError as error:  # a lone surrogate, or a text over max_length with truncate=false
-        raise ApiError(422, str(error).replace("texts[", "inputs["), "Validation") from None
-    state.metrics.tokenize_seconds.observe(time.perf_counter() - start)
-    return tokens
-
-
-async def _run(state: State, request: Request, job: Job) -> Any:
-    """Queue the job and wait for it, or for the client to go away (then its place in the queue is freed)."""
-    assert state.batcher is not None
-    try:
-        state.batcher.submit(job)
-    except QueueFullError as error:
-        raise ApiError(429, str(error), "Overloaded", {"Retry-After": str(error.retry_after)}) from None
-    gone = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait({job.future, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-    if not job.future.done():
-        state.batcher.withdraw(job)
-        raise ApiError(499, "client closed the request", "ClientClosed")
-    return job.future.result()
-
-
-async def _disconnected(request: Request) -> None:
-    """Returns when the client disconnects (the body is already read, so receive() only reports that)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
 def _install_routes(app: FastAPI, state: State) -> None:
     def encoder() -> Encoder:
         assert state.encoder is not None
@@ -275,30 +121,32 @@ def _install_routes(app: FastAPI, state: State) -> None:
         response_model=dict[str, Any],
     )
     async def openai_embeddings(body: OpenAIRequest, request: Request) -> Response:
-        if body.dimensions is not None and body.dimensions != encoder().hidden_size:
-            raise ApiError(
-                422, f"dimensions={body.dimensions}: this model returns {encoder().hidden_size}", "Validation"
-            )
-        tokens = await _tokenize(state, body.input, truncate=True)
-        vectors = await _run(state, request, Job(False, Pooling(encoder().default_pooling), tokens))
-        name = body.model or state.settings.model_name or state.directory.name
-        return _json(openai_body(l2_normalize(vectors), tokens, name, body.encoding_format, arrays=True))
+        answer = await openai_answer(
+            state,
+            request.receive,
+            body.input,
+            model=body.model,
+            encoding_format=body.encoding_format,
+            dimensions=body.dimensions,
+        )
+        return _json(answer)
 
     @app.post("/embed", summary="TEI-compatible pooled embeddings", response_model=list[list[float]])
     async def embed(body: EmbedRequest, request: Request) -> Response:
-        tokens = await _tokenize(state, body.inputs, truncate=body.truncate)
-        vectors = await _run(state, request, Job(False, Pooling(body.pooling or encoder().default_pooling), tokens))
-        return _json(l2_normalize(vectors) if body.normalize else vectors)
+        answer = await embed_answer(
+            state, request.receive, body.inputs, normalize=body.normalize, truncate=body.truncate, pooling=body.pooling
+        )
+        return _json(answer)
 
     @app.post("/embed_all", summary="TEI-compatible token-level hidden states", response_model=list[list[list[float]]])
     async def embed_all(body: EmbedAllRequest, request: Request) -> Response:
-        tokens = await _tokenize(state, body.inputs, truncate=body.truncate)
-        rows = await _run(state, request, Job(True, Pooling.MEAN, tokens))
-        return _json(list(rows))
+        tokens = await tokenize(state, body.inputs, truncate=body.truncate)
+        rows = await run(state, request.receive, Job(True, Pooling.MEAN, tokens))
+        return _json(json_bytes(list(rows)))
 
     @app.post("/tokenize", summary="TEI-compatible tokenization")
-    async def tokenize(body: TokenizeRequest) -> list[list[dict[str, Any]]]:
-        tokens = await _tokenize(state, body.inputs, truncate=True, offsets=True)
+    async def tokenize_text(body: TokenizeRequest) -> list[list[dict[str, Any]]]:
+        tokens = await tokenize(state, body.inputs, truncate=True, offsets=True)
         assert tokens.offsets is not None
         assert tokens.tokens is not None
         out = []
@@ -320,7 +168,7 @@ def _install_routes(app: FastAPI, state: State) -> None:
     async def health() -> JSONResponse:
         if state.ready and not state.draining:
             return JSONResponse({"status": "ok"})
-        return JSONResponse({"status": "unavailable", "error": _unready(state)}, status_code=503)
+        return JSONResponse({"status": "unavailable", "error": state.unready()}, status_code=503)
 
     @app.get("/info", summary="model, variant, provider and limits")
     async def info() -> dict[str, Any]:
@@ -346,31 +194,5 @@ def _install_routes(app: FastAPI, state: State) -> None:
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _json(content: Any) -> Response:
-    """Serialize directly, numpy arrays included (orjson).
-
-    FastAPI would validate every float through the response model, and json.dumps over .tolist() was half the
-    event loop's time under load (py-spy, MiniLM, 32 clients).
-    """
-    return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
-
-
-def openai_body(
-    vectors: np.ndarray, tokens: Tokenized, model: str, encoding_format: str, *, arrays: bool = False
-) -> dict[str, Any]:
-    """The OpenAI embeddings response for `vectors` (one row per input) and the tokens they were made from.
-
-    `arrays`: float vectors stay numpy arrays, for a serializer that writes them directly (orjson); else lists.
-    """
-    data = [
-        {"object": "embedding", "index": i, "embedding": _encode_vector(v, encoding_format, arrays)}
-        for i, v in enumerate(vectors)
-    ]
-    used = int(tokens.lengths.sum())
-    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": used, "total_tokens": used}}
-
-
-def _encode_vector(vector: np.ndarray, encoding: str, arrays: bool) -> np.ndarray | list[float] | str:
-    if encoding == "base64":  # what the OpenAI client decodes: little-endian float32 bytes
-        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
-    return vector if arrays else vector.tolist()
+def _json(content: bytes) -> Response:
+    return Response(content, media_type="application/json")

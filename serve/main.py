@@ -9,7 +9,8 @@ from types import FrameType
 
 import uvicorn
 
-from .app import State, create_app
+from .app import create_app
+from .core import State
 from .settings import ServerSettings
 
 __all__ = ["serve"]

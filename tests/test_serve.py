@@ -191,6 +191,53 @@ def test_errors_have_a_status_and_a_reason(
     assert message in text
 
 
+def test_fast_path_and_fastapi_route_give_the_same_answers(tiny_server: str, tiny_model_dir: Path) -> None:
+    """Plain JSON takes Guard's fast path; anything unusual is replayed to the FastAPI route. Same answers."""
+    encoder = Encoder(tiny_model_dir)
+    raw = encoder.embed(["hello world"])
+
+    def post(path: str, body: bytes, content_type: str = "application/json") -> httpx.Response:
+        return httpx.post(f"{tiny_server}{path}", content=body, headers={**AUTH, "content-type": content_type})
+
+    fast = post("/embed", b'{"inputs": ["hello world"], "normalize": false}')
+    routed = post("/embed", b'{"inputs": ["hello world"], "normalize": "false"}')  # pydantic's lax bool: replayed
+    other_type = post("/embed", b'{"inputs": ["hello world"], "normalize": false}', "text/plain")
+    assert fast.status_code == routed.status_code == 200, (fast.text, routed.text)
+    np.testing.assert_allclose(fast.json(), raw, atol=1e-5)
+    np.testing.assert_allclose(routed.json(), raw, atol=1e-5)
+    assert other_type.status_code == 422  # FastAPI does not read a text/plain body as JSON
+    extra = post("/embed", b'{"inputs": "hello world", "extra": 1}')  # unknown field: replayed, ignored there
+    np.testing.assert_allclose(extra.json(), encoder.embed(["hello world"], normalize=True), atol=1e-5)
+    broken = post("/embed", b'{"inputs": ')
+    assert broken.status_code == 422 and "invalid request" in broken.json()["error"]
+    chunks = post("/v1/embeddings", b'{"input": "hello world", "encoding_format": "base64", "user": "u"}')
+    vector = np.frombuffer(base64.b64decode(chunks.json()["data"][0]["embedding"]), dtype="<f4")
+    np.testing.assert_allclose(vector, encoder.embed("hello world", normalize=True)[0], atol=1e-5)
+    wrong_format = post("/v1/embeddings", b'{"input": "hello world", "encoding_format": "int8"}')
+    assert wrong_format.status_code == 422 and "encoding_format" in wrong_format.json()["error"]["message"]
+
+
+def test_fast_path_takes_only_plainly_valid_bodies() -> None:
+    from onnxbert.serve.guard import _embed_fields, _openai_fields
+
+    assert _embed_fields({"inputs": ["a", "b"], "pooling": "cls"}) == {
+        "inputs": ["a", "b"],
+        "normalize": True,
+        "truncate": False,
+        "pooling": "cls",
+    }
+    for odd in ({"inputs": [1]}, {"inputs": "a", "normalize": 1}, {"inputs": "a", "pooling": "sum"}, {"x": 1}, {}):
+        assert _embed_fields(odd) is None, odd
+    assert _openai_fields({"input": "a", "model": "m", "user": "u"}) == {
+        "inputs": "a",
+        "model": "m",
+        "encoding_format": "float",
+        "dimensions": None,
+    }
+    for odd in ({"input": "a", "dimensions": True}, {"input": "a", "encoding_format": "int8"}, {"input": [[1]]}):
+        assert _openai_fields(odd) is None, odd
+
+
 def test_api_key_is_required(tiny_server: str) -> None:
     assert httpx.post(f"{tiny_server}/embed", json={"inputs": "hi"}).status_code == 401
     wrong = httpx.post(f"{tiny_server}/embed", json={"inputs": "hi"}, headers={"Authorization": "Bearer nope"})

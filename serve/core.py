@@ -1,0 +1,178 @@
+"""What an embedding request does once its body is parsed, shared by the FastAPI routes and Guard's fast path.
+
+Tokenize at admission (over-long text and token counts are known before queueing), queue one Job, wait for its rows
+or for the client to go away, and serialize the answer with orjson.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.types import Receive
+
+from onnxbert.runtime import Encoder, Pooling
+from onnxbert.runtime.pooling import normalize as l2_normalize
+from onnxbert.runtime.tokenize import Tokenized
+
+from .batcher import Batcher, Job, QueueFullError
+from .metrics import Metrics
+from .settings import ServerSettings
+
+__all__ = ["ApiError", "State", "embed_answer", "error_body", "json_bytes", "openai_answer", "openai_body"]
+
+
+class ApiError(HTTPException):
+    """An error answered with `status` and a JSON body naming what was wrong.
+
+    An HTTPException so that FastAPI passes it through untouched when it is raised while the body is read.
+    """
+
+    def __init__(self, status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status_code=status, detail=message, headers=headers)
+        self.status, self.message, self.kind = status, message, kind
+        self.headers = headers or {}
+
+
+@dataclass
+class State:
+    """Everything the endpoints share; created per app, never global."""
+
+    directory: Path
+    settings: ServerSettings
+    metrics: Metrics = field(default_factory=Metrics)
+    encoder: Encoder | None = None
+    batcher: Batcher | None = None
+    ready: bool = False
+    draining: bool = False
+    load_error: str | None = None
+    on_load_error: Callable[[str], None] | None = None  # `onnxbert serve` stops the process; embedders may not
+
+    def unready(self) -> str:
+        """Why the server does not take requests now."""
+        if self.load_error:
+            return f"model failed to load: {self.load_error}"
+        return "draining: the server is shutting down" if self.draining else "loading: the model is not ready yet"
+
+
+def error_body(path: str, status: int, message: str, kind: str) -> dict[str, Any]:
+    """OpenAI's error shape under /v1/, TEI's elsewhere."""
+    if path.startswith("/v1/"):
+        return {"error": {"message": message, "type": kind, "code": status}}
+    return {"error": message, "error_type": kind}
+
+
+def json_bytes(content: Any) -> bytes:
+    """Serialize directly, numpy arrays included (orjson).
+
+    FastAPI would validate every float through the response model, and json.dumps over .tolist() was half the
+    event loop's time under load (py-spy, MiniLM, 32 clients).
+    """
+    return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+async def tokenize(state: State, inputs: str | list[str], *, truncate: bool, offsets: bool = False) -> Tokenized:
+    """The request's texts tokenized, or the ApiError (400 empty, 422 too many / bad / too long) to answer."""
+    texts = [inputs] if isinstance(inputs, str) else inputs
+    if not texts:
+        raise ApiError(400, "inputs is empty: send at least one text", "Validation")
+    if len(texts) > state.settings.max_client_batch:
+        raise ApiError(
+            422, f"{len(texts)} inputs exceed max_client_batch={state.settings.max_client_batch}", "Validation"
+        )
+    assert state.encoder is not None  # guarded by readiness
+    start = time.perf_counter()
+    try:  # inline: a request's texts tokenize in microseconds, less than a thread hand-off costs
+        tokens = state.encoder.tokenize(texts, truncate=truncate, offsets=offsets)
+    except ValueError as error:  # a lone surrogate, or a text over max_length with truncate=false
+        raise ApiError(422, str(error).replace("texts[", "inputs["), "Validation") from None
+    state.metrics.tokenize_seconds.observe(time.perf_counter() - start)
+    return tokens
+
+
+async def run(state: State, receive: Receive, job: Job) -> Any:
+    """Queue the job and wait for it, or for the client to go away (then its place in the queue is freed).
+
+    `receive` is the request's ASGI receive, its body already read: all it can still report is the disconnect.
+    """
+    assert state.batcher is not None
+    try:
+        state.batcher.submit(job)
+    except QueueFullError as error:
+        raise ApiError(429, str(error), "Overloaded", {"Retry-After": str(error.retry_after)}) from None
+    gone = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait({job.future, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not job.future.done():
+        state.batcher.withdraw(job)
+        raise ApiError(499, "client closed the request", "ClientClosed")
+    return job.future.result()
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _encoder(state: State) -> Encoder:
+    assert state.encoder is not None  # guarded by readiness
+    return state.encoder
+
+
+async def embed_answer(
+    state: State, receive: Receive, inputs: str | list[str], *, normalize: bool, truncate: bool, pooling: str | None
+) -> bytes:
+    """POST /embed (TEI): one vector per input."""
+    tokens = await tokenize(state, inputs, truncate=truncate)
+    vectors = await run(state, receive, Job(False, Pooling(pooling or _encoder(state).default_pooling), tokens))
+    return json_bytes(l2_normalize(vectors) if normalize else vectors)
+
+
+async def openai_answer(
+    state: State,
+    receive: Receive,
+    inputs: str | list[str],
+    *,
+    model: str | None,
+    encoding_format: str,
+    dimensions: int | None,
+) -> bytes:
+    """POST /v1/embeddings (OpenAI): L2-normalized vectors of the model's pooling, with token usage."""
+    encoder = _encoder(state)
+    if dimensions is not None and dimensions != encoder.hidden_size:
+        raise ApiError(422, f"dimensions={dimensions}: this model returns {encoder.hidden_size}", "Validation")
+    tokens = await tokenize(state, inputs, truncate=True)
+    vectors = await run(state, receive, Job(False, Pooling(encoder.default_pooling), tokens))
+    name = model or state.settings.model_name or state.directory.name
+    return json_bytes(openai_body(l2_normalize(vectors), tokens, name, encoding_format, arrays=True))
+
+
+def openai_body(
+    vectors: np.ndarray, tokens: Tokenized, model: str, encoding_format: str, *, arrays: bool = False
+) -> dict[str, Any]:
+    """The OpenAI embeddings response for `vectors` (one row per input) and the tokens they were made from.
+
+    `arrays`: float vectors stay numpy arrays, for a serializer that writes them directly (orjson); else lists.
+    """
+    data = [
+        {"object": "embedding", "index": i, "embedding": _encode_vector(v, encoding_format, arrays)}
+        for i, v in enumerate(vectors)
+    ]
+    used = int(tokens.lengths.sum())
+    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": used, "total_tokens": used}}
+
+
+def _encode_vector(vector: np.ndarray, encoding: str, arrays: bool) -> np.ndarray | list[float] | str:
+    if encoding == "base64":  # what the OpenAI client decodes: little-endian float32 bytes
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    return vector if arrays else vector.tolist()

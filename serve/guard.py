@@ -1,0 +1,187 @@
+"""Guard: the ASGI layer in front of the FastAPI app — API key, payload limit, readiness, metrics, and a fast path.
+
+The fast path answers the two hot endpoints, POST /embed and POST /v1/embeddings, without FastAPI's routing and
+pydantic validation when the body is ordinary JSON of the documented shape: at concurrency 32 those layers were about
+a third of the event loop's samples (py-spy), and the event loop shares the inference threads' cores. Anything
+unusual (another content type, bad JSON, unknown fields, wrong types) is replayed to the FastAPI route, so its
+validation errors stay the canonical ones. Both paths call the same code in core.py.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .core import ApiError, State, embed_answer, error_body, json_bytes, openai_answer
+
+__all__ = ["Guard"]
+
+_OPEN_PATHS = frozenset({"/health", "/metrics", "/docs", "/openapi.json", "/redoc"})
+_POOLINGS = frozenset({"pooler", "cls", "mean", "max"})
+
+
+def _texts(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+
+
+def _optional(value: Any, kind: type) -> bool:
+    return value is None or type(value) is kind  # exact: pydantic would coerce what this would wrongly refuse
+
+
+def _embed_fields(data: dict[str, Any]) -> dict[str, Any] | None:
+    """EmbedRequest's fields when they are plainly valid, else None (FastAPI decides)."""
+    fields = {"inputs": data.get("inputs"), "normalize": data.get("normalize", True)}
+    fields |= {"truncate": data.get("truncate", False), "pooling": data.get("pooling")}
+    plain = (
+        set(data) <= set(fields)
+        and _texts(fields["inputs"])
+        and type(fields["normalize"]) is bool
+        and type(fields["truncate"]) is bool
+        and (fields["pooling"] is None or fields["pooling"] in _POOLINGS)
+    )
+    return fields if plain else None
+
+
+def _openai_fields(data: dict[str, Any]) -> dict[str, Any] | None:
+    """OpenAIRequest's fields (less `user`, which changes nothing) when plainly valid, else None."""
+    fields = {"inputs": data.get("input"), "model": data.get("model")}
+    fields |= {"encoding_format": data.get("encoding_format", "float"), "dimensions": data.get("dimensions")}
+    plain = (
+        set(data) <= {"input", "model", "encoding_format", "dimensions", "user"}
+        and _texts(fields["inputs"])
+        and _optional(fields["model"], str)
+        and fields["encoding_format"] in ("float", "base64")
+        and _optional(fields["dimensions"], int)
+        and _optional(data.get("user"), str)
+    )
+    return fields if plain else None
+
+
+_FAST: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any] | None], Any]] = {
+    "/embed": (_embed_fields, embed_answer),
+    "/v1/embeddings": (_openai_fields, openai_answer),
+}
+
+
+class Guard:
+    """Pure ASGI middleware: API key, payload limit and readiness checked before any endpoint; metrics after.
+
+    Pure ASGI (not BaseHTTPMiddleware) so that the endpoint still sees the client's disconnect message.
+    """
+
+    def __init__(self, app: ASGIApp, state: State) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse, answer on the fast path, or pass to the app; count the request either way."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path, start, status = scope["path"], time.perf_counter(), [500]
+
+        async def send_tracked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        error = self._refuse(scope, headers)
+        if error is not None:
+            await _answer_error(send_tracked, path, error)
+        elif path in _FAST and scope["method"] == "POST" and _is_json(headers.get("content-type")):
+            await self._fast(scope, self._limited(receive), send_tracked)
+        else:
+            await self.app(scope, self._limited(receive), send_tracked)
+        self.state.metrics.requests.labels(path, str(status[0])).inc()
+        self.state.metrics.latency.labels(path).observe(time.perf_counter() - start)
+
+    async def _fast(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        chunks: list[bytes] = []
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # gone before its body arrived: nothing queued, nothing to answer
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+        except ApiError as error:  # a chunked body over the payload limit
+            await _answer_error(send, path, error)
+            return
+        body = b"".join(chunks)
+        parse, answer = _FAST[path]
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None
+        fields = parse(data) if isinstance(data, dict) else None
+        if fields is None:  # FastAPI's route gives the canonical answer, validation errors included
+            await self.app(scope, _replay(body, receive), send)
+            return
+        try:
+            content = await answer(self.state, receive, fields.pop("inputs"), **fields)
+        except ApiError as error:
+            await _answer_error(send, path, error)
+            return
+        await _send(send, 200, content, {})
+
+    def _refuse(self, scope: Scope, headers: dict[str, str]) -> ApiError | None:
+        state, path = self.state, scope["path"]
+        if state.settings.api_key and path not in _OPEN_PATHS:
+            offered = headers.get("authorization", "")
+            if not hmac.compare_digest(offered.encode(), f"Bearer {state.settings.api_key}".encode()):
+                return ApiError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'", "Unauthorized")
+        if path in _OPEN_PATHS or scope["method"] != "POST":
+            return None
+        declared, limit = headers.get("content-length", ""), state.settings.payload_limit
+        if declared.isdigit() and int(declared) > limit:
+            return ApiError(413, f"payload of {declared} bytes exceeds the {limit}-byte limit", "PayloadTooLarge")
+        if not state.ready or state.draining:
+            return ApiError(503, state.unready(), "Unhealthy", {"Retry-After": "1"})
+        return None
+
+    def _limited(self, receive: Receive) -> Receive:
+        """A chunked body (no content-length) is measured as it arrives."""
+        limit, received = self.state.settings.payload_limit, [0]
+
+        async def receive_limited() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                received[0] += len(message.get("body", b""))
+                if received[0] > limit:
+                    raise ApiError(413, f"payload exceeds the {limit}-byte limit", "PayloadTooLarge")
+            return message
+
+        return receive_limited
+
+
+def _is_json(content_type: str | None) -> bool:
+    return content_type is not None and content_type.split(";")[0].strip().lower() == "application/json"
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands over the body already read, then the client's own messages (its disconnect)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
+async def _answer_error(send: Send, path: str, error: ApiError) -> None:
+    body = json_bytes(error_body(path, error.status, error.message, error.kind))
+    await _send(send, error.status, body, dict(error.headers or {}))
+
+
+async def _send(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
