@@ -155,6 +155,7 @@ def run_load(
     rows = []
     for c in concurrency:
         row = {key: _median([run[key] for run in runs[c]]) for key in runs[c][0] if key != "concurrency"}
+        row |= {key: sum(run[key] for run in runs[c]) for key in ("requests", "failures")}  # totals, not medians
         rows.append({"concurrency": c, **row, "rounds": runs[c]})
     result = {
         "model": model,

@@ -97,7 +97,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=32,
         help="most texts per graph run within a call; runs are cut by length where padding costs more (default 32)",
     )
-    parser.add_argument("--max-wait-ms", type=float, default=2.0, help="wait for company when idle (default 2)")
+    parser.add_argument("--max-wait-ms", type=float, default=0.0, help="wait for company when idle (default 0)")
     parser.add_argument("--max-queue", type=int, default=2048, help="texts waiting before 429 (default 2048)")
     parser.add_argument("--max-client-batch", type=int, default=64, help="inputs per request (default 64)")
     parser.add_argument("--payload-limit", type=int, default=2_000_000, help="request bytes (default 2 MB)")
