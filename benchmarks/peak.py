@@ -9,14 +9,13 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxbert.runtime.session import Provider, create_session
+
 M, K, N = 2048, 768, 3072  # a bert-base FFN projection over 2048 tokens
 
 
 def _session(graph: onnx.ModelProto, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.x64quantprecision", "1")  # as onnxbert's sessions: exact int8 on AVX2
-    return ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return create_session(graph.SerializeToString(), provider=Provider.CPU, threads=threads, memory_arena=True)
 
 
 def _fp32_graph() -> onnx.ModelProto:

@@ -219,16 +219,16 @@ def _wait(url: str, timeout: float = 120) -> None:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
-        f"# onnxbert serve load ({result['model']} {result.get('variant', 'fp32')}, {result['texts']} single-sentence "
+        f"# onnxbert serve load ({result['model']} {result['variant']}, {result['texts']} single-sentence "
         "requests, "
         f"{result['threads']} inference threads)",
         "",
         f"In-process `Encoder.embed` on the same texts (one call, length-sorted batches): "
         f"{result['in_process_throughput']:.0f} sentences/s. In shuffled groups of 32, one call each (the most 32 "
         f"closed-loop clients can offer a batcher, in no length order): {result['in_process_groups_of_32']:.0f} "
-        f"sentences/s, {result.get('groups_share', result['in_process_groups_of_32'] / result['in_process_throughput']):.0%} of it.",
+        f"sentences/s, {result['groups_share']:.0%} of it.",
         "",
-        f"Medians of {result.get('rounds', 1)} rounds; each round times both in-process figures, then every "
+        f"Medians of {result['rounds']} rounds; each round times both in-process figures, then every "
         "concurrency level, so that the machine's drifts in speed hit all alike. Shares are medians of each round's "
         "own ratio.",
         "",

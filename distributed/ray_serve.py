@@ -20,8 +20,7 @@ from starlette.responses import JSONResponse
 
 from onnxbert.runtime.pooling import normalize as l2_normalize
 from onnxbert.runtime.tokenize import Tokenized
-from onnxbert.serve.app import OpenAIRequest
-from onnxbert.serve.core import error_body, openai_body
+from onnxbert.serve.core import OpenAIRequest, error_body, openai_body
 
 __all__ = ["EmbeddingDeployment", "embeddings_app"]
 

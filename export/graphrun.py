@@ -37,12 +37,7 @@ class Batch:
 
 def cpu_session(graph: Path | bytes) -> ort.InferenceSession:
     """A CPU session on a graph file, or on serialized bytes (calibration adds outputs in memory)."""
-    if isinstance(graph, Path):
-        return create_session(graph, provider=Provider.CPU, threads=None, memory_arena=True, spinning=False)
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.x64quantprecision", "1")  # as create_session: exact int8 everywhere
-    return ort.InferenceSession(graph, sess_options=options, providers=["CPUExecutionProvider"])
+    return create_session(graph, provider=Provider.CPU, threads=None, memory_arena=True, spinning=False)
 
 
 def run_batches(

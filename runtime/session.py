@@ -56,9 +56,12 @@ def available_cpus() -> int:
 
 
 def create_session(
-    path: Path, *, provider: Provider, threads: int | None, memory_arena: bool, spinning: bool = True
+    graph: Path | bytes, *, provider: Provider, threads: int | None, memory_arena: bool, spinning: bool = True
 ) -> ort.InferenceSession:
-    """Start a session on exactly `provider`; a provider that does not come up active is an error, not a fallback."""
+    """Start a session on exactly `provider`; a provider that does not come up active is an error, not a fallback.
+
+    `graph`: a graph file, or serialized bytes (export's calibration and the benchmarks build graphs in memory).
+    """
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads={threads!r} must be a positive int, or None for the CPUs this process may use")
     options = ort.SessionOptions()
@@ -83,7 +86,8 @@ def create_session(
             "for CUDA install 'onnxbert[gpu]' (onnxruntime-gpu) in place of 'onnxbert[cpu]'"
         )
     providers: list[str] = [wanted] if provider is Provider.CPU else [wanted, _ORT_NAMES["cpu"]]
-    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    source = str(graph) if isinstance(graph, Path) else graph
+    session = ort.InferenceSession(source, sess_options=options, providers=providers)
     active = session.get_providers()
     if not active or active[0] != wanted:
         raise ProviderError(

@@ -6,39 +6,33 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from onnxbert.runtime import Encoder, Pooling
 
 from .batcher import Batcher, Job
-from .core import ApiError, State, embed_answer, error_body, json_bytes, openai_answer, run, tokenize
+from .core import (
+    ApiError,
+    EmbedRequest,
+    OpenAIRequest,
+    State,
+    embed_answer,
+    error_body,
+    json_bytes,
+    openai_answer,
+    run,
+    tokenize,
+)
 from .guard import Guard
 from .settings import ServerSettings
 
-__all__ = ["OpenAIRequest", "create_app"]
-
-
-class OpenAIRequest(BaseModel):
-    """The body of OpenAI's embeddings API (also accepted by the Ray Serve deployment)."""
-
-    input: str | list[str] = Field(description="a text or a list of texts (token arrays are not supported)")
-    model: str | None = None
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = None
-    user: str | None = None
-
-
-class EmbedRequest(BaseModel):
-    inputs: str | list[str]
-    normalize: bool = True
-    truncate: bool = False
-    pooling: Literal["pooler", "cls", "mean", "max"] | None = None
+__all__ = ["create_app"]
 
 
 class EmbedAllRequest(BaseModel):

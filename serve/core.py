@@ -12,10 +12,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.types import Receive
 
@@ -27,7 +28,17 @@ from .batcher import Batcher, Job, QueueFullError
 from .metrics import Metrics
 from .settings import ServerSettings
 
-__all__ = ["ApiError", "State", "embed_answer", "error_body", "json_bytes", "openai_answer", "openai_body"]
+__all__ = [
+    "ApiError",
+    "EmbedRequest",
+    "OpenAIRequest",
+    "State",
+    "embed_answer",
+    "error_body",
+    "json_bytes",
+    "openai_answer",
+    "openai_body",
+]
 
 
 class ApiError(HTTPException):
@@ -40,6 +51,25 @@ class ApiError(HTTPException):
         super().__init__(status_code=status, detail=message, headers=headers)
         self.status, self.message, self.kind = status, message, kind
         self.headers = headers or {}
+
+
+class OpenAIRequest(BaseModel):
+    """The body of OpenAI's embeddings API (also accepted by the Ray Serve deployment)."""
+
+    input: str | list[str] = Field(description="a text or a list of texts (token arrays are not supported)")
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+
+
+class EmbedRequest(BaseModel):
+    """The body of TEI's POST /embed."""
+
+    inputs: str | list[str]
+    normalize: bool = True
+    truncate: bool = False
+    pooling: Literal["pooler", "cls", "mean", "max"] | None = None
 
 
 @dataclass

@@ -12,17 +12,32 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import orjson
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .core import ApiError, State, embed_answer, error_body, json_bytes, openai_answer
+from .core import ApiError, EmbedRequest, OpenAIRequest, State, embed_answer, error_body, json_bytes, openai_answer
 
 __all__ = ["Guard"]
 
 _OPEN_PATHS = frozenset({"/health", "/metrics", "/docs", "/openapi.json", "/redoc"})
-_POOLINGS = frozenset({"pooler", "cls", "mean", "max"})
+
+
+def _default(model: type[BaseModel], name: str) -> Any:
+    return model.model_fields[name].default
+
+
+def _choices(model: type[BaseModel], name: str) -> frozenset[Any]:
+    """The values a Literal field (optionally `| None`) allows."""
+    annotation = model.model_fields[name].annotation
+    literal = next((a for a in get_args(annotation) if get_origin(a) is Literal), annotation)
+    return frozenset(get_args(literal)) | ({None} if type(None) in get_args(annotation) else set())
+
+
+_POOLINGS = _choices(EmbedRequest, "pooling")
+_FORMATS = _choices(OpenAIRequest, "encoding_format")
 
 
 def _texts(value: Any) -> bool:
@@ -35,31 +50,31 @@ def _optional(value: Any, kind: type) -> bool:
 
 def _embed_fields(data: dict[str, Any]) -> dict[str, Any] | None:
     """EmbedRequest's fields when they are plainly valid, else None (FastAPI decides)."""
-    fields = {"inputs": data.get("inputs"), "normalize": data.get("normalize", True)}
-    fields |= {"truncate": data.get("truncate", False), "pooling": data.get("pooling")}
+    fields = {name: data.get(name, _default(EmbedRequest, name)) for name in ("normalize", "truncate", "pooling")}
     plain = (
-        set(data) <= set(fields)
-        and _texts(fields["inputs"])
+        set(data) <= set(EmbedRequest.model_fields)
+        and _texts(data.get("inputs"))
         and type(fields["normalize"]) is bool
         and type(fields["truncate"]) is bool
-        and (fields["pooling"] is None or fields["pooling"] in _POOLINGS)
+        and fields["pooling"] in _POOLINGS
     )
-    return fields if plain else None
+    return {"inputs": data.get("inputs"), **fields} if plain else None
 
 
 def _openai_fields(data: dict[str, Any]) -> dict[str, Any] | None:
     """OpenAIRequest's fields (less `user`, which changes nothing) when plainly valid, else None."""
-    fields = {"inputs": data.get("input"), "model": data.get("model")}
-    fields |= {"encoding_format": data.get("encoding_format", "float"), "dimensions": data.get("dimensions")}
+    fields = {
+        name: data.get(name, _default(OpenAIRequest, name)) for name in ("model", "encoding_format", "dimensions")
+    }
     plain = (
-        set(data) <= {"input", "model", "encoding_format", "dimensions", "user"}
-        and _texts(fields["inputs"])
+        set(data) <= set(OpenAIRequest.model_fields)
+        and _texts(data.get("input"))
         and _optional(fields["model"], str)
-        and fields["encoding_format"] in ("float", "base64")
+        and fields["encoding_format"] in _FORMATS
         and _optional(fields["dimensions"], int)
         and _optional(data.get("user"), str)
     )
-    return fields if plain else None
+    return {"inputs": data.get("input"), **fields} if plain else None
 
 
 _FAST: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any] | None], Any]] = {
