@@ -29,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--requests", type=int, default=1000, help="single-sentence requests per level")
     load.add_argument("--threads", type=int, default=None)
     load.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")
+    load.add_argument(
+        "--packing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the server and the groups-of-32 figure pack texts into rows (default on)",
+    )
     load.add_argument("--out", default="out/bench")
     load.add_argument("--cache", default="out/bench-cache")
     sens = commands.add_parser("int8-sensitivity", help="quality and speed of int8 recipes and probes vs fp32")
@@ -81,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.out),
             args.variant,
             args.rounds,
+            args.packing,
         )
         print(markdown(result))
         return 0

@@ -41,12 +41,13 @@ def _bert_base_checkpoint(target: Path) -> Path:
 
 
 def _current(directory: Path) -> bool:
-    """An export this version wrote: tokenizer_config.json (FastEmbed needs it) and a gated int8 recipe."""
+    """An export this version wrote: tokenizer_config.json (FastEmbed needs it), a gated int8 recipe, packed twins."""
     from onnxbert.runtime import Manifest
 
     if not all((directory / name).is_file() for name in ("onnxbert.json", "tokenizer_config.json")):
         return False
-    return "gate" in Manifest.load(directory).variants["int8"].recipe
+    variants = Manifest.load(directory).variants
+    return "gate" in variants["int8"].recipe and all(v.packed is not None for v in variants.values())
 
 
 def prepare(name: str, cache: Path) -> BenchModel:

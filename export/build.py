@@ -16,6 +16,7 @@ from onnxbert.runtime.manifest import (
     FORMAT_VERSION,
     Architecture,
     Manifest,
+    PackedGraph,
     TensorSpec,
     TokenizerSettings,
     Variant,
@@ -28,6 +29,7 @@ from .convert import INPUT_NAMES, export_graph, load_model
 from .errors import ExportError
 from .int8_gate import Int8Budget, choose_int8
 from .optimize import check_fusions, fuse, fusion_counts, operator_counts, to_fp16
+from .packed import write_packed
 from .sentences import VERIFICATION_SENTENCES
 from .source import Checkpoint
 from .tokenizer import default_pooling, load_tokenizer, lowercases, resolve_max_length, write_tokenizer_config
@@ -124,7 +126,17 @@ def _build_variant(
         fusions=fusions,
         verification={},
         recipe=recipe,
+        packed=_packed_twin(target, say) if _PROVIDERS[name] == "cpu" else None,
     )
+
+
+def _packed_twin(graph: Path, say: Progress) -> PackedGraph | None:
+    """The variant's padding-free twin (CPU only: CUDA's Attention with a 3D mask is unverified here)."""
+    twin = write_packed(graph)
+    if isinstance(twin, str):
+        say.say(f"{graph.name}: no packed twin ({twin}); the runtime pads its batches")
+        return None
+    return PackedGraph(file=twin.name, sha256=sha256_file(twin), bytes=twin.stat().st_size)
 
 
 def _verify(directory: Path, name: str, texts: list[str], reference: Reference) -> dict[str, Any]:

@@ -95,9 +95,15 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--max-run-texts",
         type=int,
         default=32,
-        help="most texts per graph run within a call; runs are cut by length where padding costs more (default 32)",
+        help="most rows per graph run within a call (a row: one text, or several when packed); default 32",
     )
     parser.add_argument("--max-wait-ms", type=float, default=0.0, help="wait for company when idle (default 0)")
+    parser.add_argument(
+        "--packing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="several texts per graph row, no padding, where the directory has a packed graph (default on)",
+    )
     parser.add_argument("--max-queue", type=int, default=2048, help="texts waiting before 429 (default 2048)")
     parser.add_argument("--max-client-batch", type=int, default=64, help="inputs per request (default 64)")
     parser.add_argument("--payload-limit", type=int, default=2_000_000, help="request bytes (default 2 MB)")
@@ -177,6 +183,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_batch_tokens=args.max_batch_tokens,
         max_batch_texts=args.max_batch_texts,
         max_run_texts=args.max_run_texts,
+        packing=args.packing,
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,
         max_client_batch=args.max_client_batch,

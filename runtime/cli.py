@@ -145,8 +145,9 @@ def run_info(args: argparse.Namespace) -> int:
     print("versions:   " + ", ".join(f"{k} {v}" for k, v in manifest.versions.items()))
     for name, variant in manifest.variants.items():
         figures = {k: v for k, v in variant.verification.items() if k not in ("gate", "failures")}
+        twin = f", packed twin {variant.packed.file}" if variant.packed else ""
         print(
-            f"{name}: {variant.file} ({variant.bytes / 1e6:.1f} MB, for {variant.provider}) "
+            f"{name}: {variant.file} ({variant.bytes / 1e6:.1f} MB, for {variant.provider}{twin}) "
             + json.dumps(figures, default=str)
         )
     return 0

@@ -9,6 +9,7 @@ import onnxruntime as ort
 
 from .errors import REEXPORT_HINT, ModelDirectoryError
 from .manifest import PRECISIONS, Manifest, Variant, sha256_file
+from .packing import PACKED_INPUTS
 from .session import Provider
 from .tokenize import TextTokenizer
 
@@ -33,6 +34,7 @@ class ModelDirectory:
     variant: Variant
     graph_path: Path
     tokenizer_path: Path
+    packed_path: Path | None  # the variant's padding-free twin, when exported and wanted (runtime/packing.py)
 
 
 def _choose_variant(manifest: Manifest, variant: str, provider: Provider) -> str:
@@ -68,8 +70,10 @@ def _check_file(path: Path, *, expected_sha256: str, expected_bytes: int | None,
         raise ModelDirectoryError(f"{path} does not match the sha256 in the manifest; {REEXPORT_HINT}")
 
 
-def open_directory(path: str | Path, *, variant: str, provider: Provider, verify_hashes: bool) -> ModelDirectory:
-    """Read the manifest, choose the variant and check every file it names."""
+def open_directory(
+    path: str | Path, *, variant: str, provider: Provider, packing: bool, verify_hashes: bool
+) -> ModelDirectory:
+    """Read the manifest, choose the variant and check every file it names (the packed twin only when wanted)."""
     root = Path(path)
     if not root.is_dir():
         raise ModelDirectoryError(f"{root} is not a directory; create one with `onnxbert export MODEL --output {root}`")
@@ -78,10 +82,15 @@ def open_directory(path: str | Path, *, variant: str, provider: Provider, verify
     chosen = manifest.variants[name]
     graph_path = root / chosen.file
     _check_file(graph_path, expected_sha256=chosen.sha256, expected_bytes=chosen.bytes, verify_hash=verify_hashes)
+    packed_path = None
+    if packing and chosen.packed is not None:
+        packed_path = root / chosen.packed.file
+        twin = chosen.packed
+        _check_file(packed_path, expected_sha256=twin.sha256, expected_bytes=twin.bytes, verify_hash=verify_hashes)
     tokenizer_path = root / manifest.tokenizer.file
     if not tokenizer_path.is_file():
         raise ModelDirectoryError(f"{tokenizer_path} is missing; {REEXPORT_HINT}")
-    return ModelDirectory(root, manifest, name, chosen, graph_path, tokenizer_path)
+    return ModelDirectory(root, manifest, name, chosen, graph_path, tokenizer_path, packed_path)
 
 
 def check_tokenizer(directory: ModelDirectory, tokenizer: TextTokenizer, *, verify_hash: bool) -> None:
@@ -101,17 +110,14 @@ def check_tokenizer(directory: ModelDirectory, tokenizer: TextTokenizer, *, veri
         )
 
 
-def check_graph_io(directory: ModelDirectory, session: ort.InferenceSession) -> None:
-    """The running graph's inputs and outputs must be the ones the manifest declares."""
-    declared = {spec.name: spec.dtype for spec in directory.manifest.inputs}
+def check_graph_io(directory: ModelDirectory, session: ort.InferenceSession, *, packed: bool) -> None:
+    """The running graph's inputs and outputs must be the ones the manifest declares (plus packing's two)."""
+    declared = {spec.name: spec.dtype for spec in directory.manifest.inputs} | (PACKED_INPUTS if packed else {})
     actual = {i.name: _ORT_TYPES.get(i.type, i.type) for i in session.get_inputs()}
+    path = directory.packed_path if packed else directory.graph_path
     if declared != actual:
-        raise ModelDirectoryError(
-            f"{directory.graph_path} takes inputs {actual} but the manifest declares {declared}; {REEXPORT_HINT}"
-        )
+        raise ModelDirectoryError(f"{path} takes inputs {actual} but the manifest declares {declared}; {REEXPORT_HINT}")
     outputs = {o.name for o in session.get_outputs()}
     missing = {spec.name for spec in directory.manifest.outputs} - outputs
     if missing:
-        raise ModelDirectoryError(
-            f"{directory.graph_path} lacks outputs {sorted(missing)} that the manifest declares; {REEXPORT_HINT}"
-        )
+        raise ModelDirectoryError(f"{path} lacks outputs {sorted(missing)} that the manifest declares; {REEXPORT_HINT}")

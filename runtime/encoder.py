@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from .batching import plan_batches
 from .directory import check_graph_io, check_tokenizer, open_directory
 from .manifest import Manifest
-from .pooling import Pooling, pool
+from .packing import Layout, plan_layouts, segment_pool
+from .pooling import Pooling
 from .pooling import normalize as l2_normalize
 from .session import Provider, create_session
 from .tokenize import TextTokenizer, Tokenized, check_texts
@@ -49,10 +49,9 @@ def padded_batch(
 
 @dataclass(frozen=True)
 class _Batch:
-    index: npt.NDArray[np.int64]  # (B,) positions in the caller's list
-    mask: npt.NDArray[np.int64]  # (B, T)
+    run: Layout  # where each text sits in the run
     hidden: Float32Array  # (B, T, H)
-    pooler: Float32Array | None  # (B, H)
+    pooler: Float32Array | None  # (B, H); row b's first token, so a text's own only when it has the row alone
 
 
 class Encoder:
@@ -75,10 +74,11 @@ class Encoder:
         max_batch_size: int = 32,
         memory_arena: bool = True,
         spinning: bool = True,
+        packing: bool = True,
         verify_hashes: bool = True,
     ) -> None:
         chosen = Provider.parse(provider).resolve()
-        self._dir = open_directory(path, variant=variant, provider=chosen, verify_hashes=verify_hashes)
+        self._dir = open_directory(path, variant=variant, provider=chosen, packing=packing, verify_hashes=verify_hashes)
         limit = self._dir.manifest.tokenizer.max_length
         if max_length is not None and not (isinstance(max_length, int) and 2 <= max_length <= limit):
             raise ValueError(f"max_length={max_length!r} must be an int in [2, {limit}] (the exported maximum)")
@@ -86,10 +86,13 @@ class Encoder:
             raise ValueError("max_batch_tokens and max_batch_size must be positive")
         self._tokenizer = TextTokenizer(self._dir.tokenizer_path, max_length=max_length or limit)
         check_tokenizer(self._dir, self._tokenizer, verify_hash=verify_hashes)
+        # The packed twin also runs ordinary padded batches (one text per row), so it replaces the plain graph.
+        self.packing = self._dir.packed_path is not None
+        graph = self._dir.packed_path or self._dir.graph_path
         self._session = create_session(
-            self._dir.graph_path, provider=chosen, threads=threads, memory_arena=memory_arena, spinning=spinning
+            graph, provider=chosen, threads=threads, memory_arena=memory_arena, spinning=spinning
         )
-        check_graph_io(self._dir, self._session)
+        check_graph_io(self._dir, self._session, packed=self.packing)
         # Feed exactly what the graph declares, in its dtypes (int32 graphs exist: some exporters narrow ids).
         self._inputs = {i.name: np.int32 if i.type == "tensor(int32)" else np.int64 for i in self._session.get_inputs()}
         self._output_names = [o.name for o in self._session.get_outputs()]
@@ -127,7 +130,7 @@ class Encoder:
     def __repr__(self) -> str:
         return (
             f"Encoder({str(self._dir.path)!r}, variant={self.variant!r}, provider={self.provider!r}, "
-            f"threads={self.threads}, max_length={self.max_length})"
+            f"threads={self.threads}, max_length={self.max_length}, packing={self.packing})"
         )
 
     def tokenize(self, texts: str | Sequence[str], *, truncate: bool = True, offsets: bool = False) -> Tokenized:
@@ -160,8 +163,12 @@ class Encoder:
         """Pooled vectors for texts already tokenized by `tokenize` (servers tokenize once, at admission)."""
         method = self._pooling(pooling)
         out = np.empty((len(tokens.ids), self.hidden_size), dtype=np.float32)
-        for batch in self._run(tokens):
-            out[batch.index] = pool(batch.hidden, batch.mask, method, batch.pooler)
+        pooler = method is Pooling.POOLER  # BERT's pooler reads a row's first token: one text per row
+        for batch in self._run(tokens, pack=not pooler):
+            if pooler:
+                out[batch.run.index] = batch.pooler[batch.run.row] if batch.pooler is not None else _no_pooler()
+            else:
+                out[batch.run.index] = segment_pool(batch.hidden, batch.run, method.value)
         return out
 
     def encode(
@@ -177,21 +184,29 @@ class Encoder:
         hidden: list[Float32Array] = [np.empty((0, self.hidden_size), np.float32)] * n
         has_pooler = self._dir.manifest.architecture.has_pooler
         pooler = np.empty((n, self.hidden_size), dtype=np.float32) if has_pooler else None
-        for batch in self._run(tokens):
-            for row, position in enumerate(batch.index):
-                hidden[position] = batch.hidden[row, : tokens.lengths[position]].copy()  # drop padding rows
+        for batch in self._run(tokens, pack=not has_pooler):
+            run = batch.run
+            for position, row, start, length in zip(run.index, run.row, run.start, run.length, strict=True):
+                hidden[position] = batch.hidden[row, start : start + length].copy()  # without padding
             if pooler is not None and batch.pooler is not None:
-                pooler[batch.index] = batch.pooler
+                pooler[run.index] = batch.pooler[run.row]
         return EncoderOutput(hidden, pooler, tokens.ids, tokens.truncated, tokens.offsets)
 
-    def _run(self, tokens: Tokenized) -> Iterator[_Batch]:
-        """Run the graph over length-sorted batches; yields them in run order, each with its input positions."""
-        plan = plan_batches(
-            tokens.lengths, max_batch_tokens=self._max_batch_tokens, max_batch_size=self._max_batch_size
+    def _run(self, tokens: Tokenized, *, pack: bool) -> Iterator[_Batch]:
+        """Run the graph over length-sorted batches (packed rows where asked and possible), in run order."""
+        plan = plan_layouts(
+            tokens,
+            packed=pack and self.packing,
+            packing_inputs=self.packing,
+            max_batch_tokens=self._max_batch_tokens,
+            max_batch_size=self._max_batch_size,
+            pad_id=self._pad_id,
         )
-        for index in plan:
-            ids, mask = padded_batch(tokens, index, self._pad_id)
-            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-            typed = {name: feeds[name].astype(dtype, copy=False) for name, dtype in self._inputs.items()}
+        for run in plan:
+            typed = {name: run.feeds[name].astype(dtype, copy=False) for name, dtype in self._inputs.items()}
             results = dict(zip(self._output_names, self._session.run(None, typed), strict=True))
-            yield _Batch(index, mask, results["last_hidden_state"], results.get("pooler_output"))
+            yield _Batch(run, results["last_hidden_state"], results.get("pooler_output"))
+
+
+def _no_pooler() -> Float32Array:
+    raise ValueError("pooling='pooler' needs a graph with pooler_output; this model has no pooler weights")

@@ -21,6 +21,7 @@ __all__ = [
     "PRECISIONS",
     "Architecture",
     "Manifest",
+    "PackedGraph",
     "TensorSpec",
     "TokenizerSettings",
     "Variant",
@@ -81,6 +82,19 @@ class TokenizerSettings:
 
 
 @dataclass(frozen=True)
+class PackedGraph:
+    """A variant's padding-free twin (see runtime/packing.py).
+
+    The variant's graph plus `position_ids` and `packed_mask` inputs; its weights are read from the variant's own
+    file (ONNX external data by offset), so it adds kilobytes, not a second copy of the weights.
+    """
+
+    file: str
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
 class Variant:
     """One ONNX file of the directory and the figures it passed at export."""
 
@@ -92,6 +106,13 @@ class Variant:
     fusions: dict[str, int]
     verification: dict[str, Any]
     recipe: dict[str, Any] = field(default_factory=dict)
+    packed: PackedGraph | None = None  # absent in directories exported before packing, and for fp16 (CUDA)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Variant:
+        """Build from parsed JSON."""
+        packed = raw.get("packed")
+        return cls(**{**raw, "packed": PackedGraph(**packed) if packed is not None else None})
 
 
 @dataclass(frozen=True)
@@ -155,7 +176,7 @@ class Manifest:
                 tokenizer=TokenizerSettings(**raw["tokenizer"]),
                 default_pooling=raw["default_pooling"],
                 default_variant=raw["default_variant"],
-                variants={name: Variant(**spec) for name, spec in raw["variants"].items()},
+                variants={name: Variant.from_dict(spec) for name, spec in raw["variants"].items()},
                 versions=dict(raw["versions"]),
             )
         except (KeyError, TypeError) as error:

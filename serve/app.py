@@ -56,6 +56,7 @@ async def _load(state: State) -> None:
             provider=settings.provider,
             threads=settings.threads,
             max_batch_size=settings.max_run_texts,
+            packing=settings.packing,
             spinning=False,  # the event loop shares these cores; spinning inference threads would starve it
         )
         await asyncio.to_thread(encoder.embed, ["warm-up forward pass"])
@@ -173,6 +174,7 @@ def _install_routes(app: FastAPI, state: State) -> None:
             "ready": state.ready,
             "variant": encoder().variant if state.ready else None,
             "provider": encoder().provider if state.ready else None,
+            "packing": encoder().packing if state.ready else None,
             "hidden_size": encoder().hidden_size if state.ready else None,
             "max_input_length": encoder().max_length if state.ready else None,
             "default_pooling": encoder().default_pooling if state.ready else None,

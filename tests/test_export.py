@@ -34,7 +34,10 @@ def test_export_writes_every_file(tiny_model_dir: Path) -> None:
         "model.onnx",
         "model.int8.onnx",
         "model.fp16.onnx",
+        "model.packed.onnx",  # padding-free twins of the CPU variants: kilobytes, weights read from the files above
+        "model.int8.packed.onnx",
     }
+    assert (tiny_model_dir / "model.packed.onnx").stat().st_size < (tiny_model_dir / "model.onnx").stat().st_size / 10
     assert not list(tiny_model_dir.parent.glob(".*staging*"))  # the staging directory is gone
 
 
@@ -57,6 +60,12 @@ def test_manifest_validates_and_matches_files(tiny_model_dir: Path) -> None:
     assert manifest.variants["fp16"].provider == "cuda"
     assert manifest.variants["fp16"].verification.get("verified") in (False, True)
     assert manifest.variants["fp32"].verification["max_abs_hidden"] <= 1e-4
+    assert manifest.variants["fp32"].verification["max_abs_mean_packed"] <= 1e-4
+    assert manifest.variants["int8"].verification["mean_cosine_packed"] >= 0.99
+    for name in ("fp32", "int8"):
+        twin = manifest.variants[name].packed
+        assert twin is not None and sha256_file(tiny_model_dir / twin.file) == twin.sha256
+    assert manifest.variants["fp16"].packed is None  # CUDA's Attention with a 3D mask is unverified
     assert manifest.tokenizer.sha256 == sha256_file(tiny_model_dir / "tokenizer.json")
 
 

@@ -58,8 +58,12 @@ def test_minilm_int8_graph_holds_what_its_recipe_says(minilm_dir: Path) -> None:
 
 
 def test_int8_vectors_do_not_depend_on_batch_partners(minilm_dir: Path) -> None:
-    """No per-batch ranges in the chosen recipe: a text embeds the same alone or beside any other text."""
-    encoder = Encoder(minilm_dir, variant="int8")
+    """No per-batch ranges in the chosen recipe: a text embeds the same alone or beside any other text.
+
+    Padded runs only: packed rows shift a text's tokens within the row, which changes float summation order in
+    attention by ~1e-7 and can flip an int8 rounding (test_packing bounds that: cosine >= 0.999 to padded).
+    """
+    encoder = Encoder(minilm_dir, variant="int8", packing=False)
     texts = unique_sentences(sts_pairs("dev"), 64)
     together = encoder.embed(texts)
     alone = np.stack([encoder.embed([text])[0] for text in texts])
