@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
+from starlette.types import Receive, Scope, Send
 
 from onnxbert.runtime import Encoder, Pooling
 
@@ -84,12 +85,30 @@ def create_app(directory: str | Path, settings: ServerSettings | None = None) ->
         if state.batcher is not None:
             await state.batcher.stop()  # in-flight and queued requests finish first
 
-    app = FastAPI(title="onnxbert", version="1", lifespan=lifespan)
+    app = _GuardedApp(title="onnxbert", version="1", lifespan=lifespan)
     app.state.onnxbert = state
+    app.guard = Guard(app.stack, state)
     _install_errors(app, state)
     _install_routes(app, state)
-    app.add_middleware(Guard, state=state)
     return app
+
+
+class _GuardedApp(FastAPI):
+    """FastAPI with Guard in front of its whole middleware stack, not inside it.
+
+    Guard's fast path then skips FastAPI's own layers too (server-error, telemetry and body-limit middleware, each
+    wrapping send and receive); everything else goes through the full stack as usual. At concurrency 32 the event
+    loop's CPU fell from 0.54 to 0.47-0.52 s per 1000 requests; throughput did not move measurably (A/B 305 vs 307/s).
+    """
+
+    guard: Guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.guard(scope, receive, send)
+
+    async def stack(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI's own entry point: its middleware, exception handlers and routes."""
+        await super().__call__(scope, receive, send)
 
 
 def _install_errors(app: FastAPI, state: State) -> None:
