@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         default=True,
         help="the server and the groups-of-32 figure pack texts into rows (default on)",
     )
+    load.add_argument(
+        "--spinning",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="run the server with --spinning (default off, as `onnxbert serve`)",
+    )
     load.add_argument("--out", default="out/bench")
     load.add_argument("--cache", default="out/bench-cache")
     sens = commands.add_parser("int8-sensitivity", help="quality and speed of int8 recipes and probes vs fp32")
@@ -88,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             args.variant,
             args.rounds,
             args.packing,
+            args.spinning,
         )
         print(markdown(result))
         return 0

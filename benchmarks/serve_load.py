@@ -32,14 +32,14 @@ def _free_port() -> int:
 
 
 class _InProcess:
-    """The two in-process references, timed in the same rounds as the server so that drifts in machine speed hit
-    all three alike: `Encoder.embed` over all texts (length-sorted batching), and the same texts in shuffled groups
-    of 32, one call each — what a perfect server could do at concurrency 32: closed-loop clients never have more
-    than 32 requests in flight, so no batch can hold more, and its texts arrive in no length order."""
+    """The in-process references, timed in the same rounds as the server so that drifts in machine speed hit all
+    alike: `Encoder.embed` over all texts (length-sorted batching, packed and padded), and the same texts in shuffled
+    groups of 32, one call each — what a perfect server could do at concurrency 32: closed-loop clients never have
+    more than 32 requests in flight, so no batch can hold more, and its texts arrive in no length order — and in
+    groups of 16: against a batcher that is never idle, 32 clients split into two cohorts of about 16, one queueing
+    while the other's batch runs (the server's /metrics show 15-16 texts per batch at concurrency 32)."""
 
-    def __init__(
-        self, directory: Path, texts: list[str], threads: int, variant: str, packing: bool, group: int = 32
-    ) -> None:
+    def __init__(self, directory: Path, texts: list[str], threads: int, variant: str, packing: bool) -> None:
         from onnxbert.runtime import Encoder
         from onnxbert.serve.settings import ServerSettings
 
@@ -51,7 +51,8 @@ class _InProcess:
             directory, variant=variant, provider="cpu", threads=threads, max_batch_size=runs, packing=packing
         )
         order = np.random.default_rng(0).permutation(len(texts))
-        self.groups = [[texts[i] for i in order[start : start + group]] for start in range(0, len(texts), group)]
+        shuffled = [texts[i] for i in order]
+        self.groups = {size: [shuffled[i : i + size] for i in range(0, len(texts), size)] for size in (16, 32)}
         for encoder in (self.encoder, self.padded, self.grouped):
             encoder.embed(texts[:64])
 
@@ -61,8 +62,8 @@ class _InProcess:
     def padded_rate(self) -> float:
         return len(self.texts) / _timed(lambda: self.padded.embed(self.texts))
 
-    def groups_rate(self) -> float:
-        return len(self.texts) / _timed(lambda: [self.grouped.embed(g) for g in self.groups])
+    def groups_rate(self, size: int) -> float:
+        return len(self.texts) / _timed(lambda: [self.grouped.embed(g) for g in self.groups[size]])
 
 
 def _timed(call: Any) -> float:
@@ -100,6 +101,17 @@ async def _drive(url: str, texts: list[str], concurrency: int) -> dict[str, Any]
             raise RuntimeError(f"response without Content-Length (status {status})")
         return status, await reader.readexactly(length)
 
+    async def counters() -> dict[str, float]:
+        """The server's batch and inference totals from /metrics (read outside the timed window)."""
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(f"GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n".encode())
+            text = (await reader.read()).decode()
+        finally:
+            writer.close()
+        wanted = ("onnxbert_batch_texts_count", "onnxbert_batch_texts_sum", "onnxbert_inference_seconds_sum")
+        return {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith(wanted)}
+
     requests = [request(text) for text in texts]
     latencies: list[float] = []
     failures = 0
@@ -120,9 +132,12 @@ async def _drive(url: str, texts: list[str], concurrency: int) -> dict[str, Any]
     reader, writer = await asyncio.open_connection(host, int(port))  # warm the server
     await exchange(reader, writer, request(texts[:8]))
     writer.close()
+    before = await counters()
     start = time.perf_counter()
     await asyncio.wait_for(asyncio.gather(*(client() for _ in range(concurrency))), timeout=600)
     wall = time.perf_counter() - start
+    after = await counters()
+    served = {name: after[name] - before[name] for name in after}
     ms = np.asarray(latencies) * 1e3
     return {
         "concurrency": concurrency,
@@ -131,6 +146,9 @@ async def _drive(url: str, texts: list[str], concurrency: int) -> dict[str, Any]
         "throughput": len(latencies) / wall,
         "p50_ms": float(np.percentile(ms, 50)),
         "p99_ms": float(np.percentile(ms, 99)),
+        # What the batcher made of it: texts per Encoder call, and the share of the wall clock spent inferring
+        "mean_batch_texts": served["onnxbert_batch_texts_sum"] / max(served["onnxbert_batch_texts_count"], 1),
+        "inference_busy": served["onnxbert_inference_seconds_sum"] / wall,
     }
 
 
@@ -144,6 +162,7 @@ def run_load(
     variant: str = "fp32",
     rounds: int = 3,
     packing: bool = True,
+    spinning: bool = False,
 ) -> dict[str, Any]:
     """`rounds` rounds, each timing in-process sorted, in-process groups of 32, then every concurrency level; the
     report gives each figure's median over rounds and each share as the median of the rounds' own ratios."""
@@ -167,6 +186,7 @@ def run_load(
             "--log-level",
             "warning",
             "--packing" if packing else "--no-packing",
+            "--spinning" if spinning else "--no-spinning",
         ],
     )
     url = f"http://127.0.0.1:{port}"
@@ -174,6 +194,7 @@ def run_load(
     padded_rates: list[float] = []
     best_rates: list[float] = []  # per round, the better of packed and padded sorted batching: the reference
     group_rates: list[float] = []
+    half_rates: list[float] = []  # groups of 16: two alternating cohorts of 16 is what 32 clients settle into
     runs: dict[int, list[dict[str, Any]]] = {c: [] for c in concurrency}
     try:
         _wait(url)
@@ -182,7 +203,8 @@ def run_load(
             sorted_rates.append(local.sorted_rate())
             padded_rates.append(local.padded_rate())
             best_rates.append(max(sorted_rates[-1], padded_rates[-1]))
-            group_rates.append(local.groups_rate())
+            group_rates.append(local.groups_rate(32))
+            half_rates.append(local.groups_rate(16))
             for c in concurrency:
                 run = asyncio.run(_drive(url, texts, c))
                 run["share_of_in_process"] = run["throughput"] / best_rates[-1]
@@ -205,12 +227,16 @@ def run_load(
         "in_process_throughput": _median(best_rates),
         "in_process_sorted_packed": _median(sorted_rates),
         "in_process_sorted_padded": _median(padded_rates),
+        "spinning": spinning,
         "in_process_groups_of_32": _median(group_rates),
         "groups_share": _median([g / s for g, s in zip(group_rates, best_rates, strict=True)]),
+        "in_process_groups_of_16": _median(half_rates),
+        "groups_16_share": _median([g / s for g, s in zip(half_rates, best_rates, strict=True)]),
         "in_process_rounds": {
             "sorted_packed": sorted_rates,
             "sorted_padded": padded_rates,
             "groups_of_32": group_rates,
+            "groups_of_16": half_rates,
         },
         "rows": rows,
         "environment": environment(threads),
@@ -243,26 +269,36 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# onnxbert serve load ({result['model']} {result['variant']}, {result['texts']} single-sentence "
         "requests, "
-        f"{result['threads']} inference threads, packing {'on' if result['packing'] else 'off'})",
+        f"{result['threads']} inference threads, packing {'on' if result['packing'] else 'off'}, spinning "
+        f"{'on' if result.get('spinning') else 'off'})",
         "",
         f"In-process `Encoder.embed` on the same texts (one call, length-sorted batches): "
         f"{result['in_process_sorted_packed']:.0f} sentences/s packed, {result['in_process_sorted_padded']:.0f} "
         f"padded; the reference is the better of the two in each round (median "
         f"{result['in_process_throughput']:.0f}). In shuffled groups of 32, one call each (the most 32 closed-loop "
         f"clients can offer a batcher, in no length order): {result['in_process_groups_of_32']:.0f} sentences/s, "
-        f"{result['groups_share']:.0%} of the reference.",
+        f"{result['groups_share']:.0%} of the reference; in groups of 16 (what 32 clients settle into against a "
+        f"busy batcher: two cohorts, one queueing while the other's batch runs): "
+        f"{result['in_process_groups_of_16']:.0f} sentences/s, {result['groups_16_share']:.0%}.",
         "",
         f"Medians of {result['rounds']} rounds; each round times both in-process figures, then every "
         "concurrency level, so that the machine's drifts in speed hit all alike. Shares are medians of each round's "
         "own ratio.",
         "",
-        "| concurrency | requests/s | share of in-process | p50 ms | p99 ms | failures |",
-        "|---|---|---|---|---|---|",
+        "| concurrency | requests/s | share of in-process | texts per batch | inference busy | p50 ms | p99 ms "
+        "| failures |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         lines.append(
             f"| {row['concurrency']} | {row['throughput']:.0f} | {row['share_of_in_process']:.0%} | "
-            f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['failures']} |"
+            f"{row['mean_batch_texts']:.1f} | {row['inference_busy']:.0%} | {row['p50_ms']:.1f} | "
+            f"{row['p99_ms']:.1f} | {row['failures']} |"
         )
-    lines += ["", "The client runs on the same machine and competes with the server for its cores."]
+    lines += [
+        "",
+        "Texts per batch and inference busy come from the server's /metrics (onnxbert_batch_texts, "
+        "onnxbert_inference_seconds) over each level's timed window. The client runs on the same machine and "
+        "competes with the server for its cores.",
+    ]
     return "\n".join(lines) + "\n"

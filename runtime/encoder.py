@@ -100,7 +100,9 @@ class Encoder:
         self._max_batch_tokens = max_batch_tokens
         self._max_batch_size = max_batch_size
         self.provider = chosen.value
-        self.threads = self._session.get_session_options().intra_op_num_threads
+        options = self._session.get_session_options()  # what the session runs with, read back
+        self.threads = options.intra_op_num_threads
+        self.spinning = options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
 
     @property
     def manifest(self) -> Manifest:

@@ -58,7 +58,7 @@ async def _load(state: State) -> None:
             threads=settings.threads,
             max_batch_size=settings.max_run_texts,
             packing=settings.packing,
-            spinning=False,  # the event loop shares these cores; spinning inference threads would starve it
+            spinning=settings.spinning,
         )
         await asyncio.to_thread(encoder.embed, ["warm-up forward pass"])
     except Exception as error:  # reported by /health and every endpoint, and to on_load_error; not swallowed
@@ -194,6 +194,8 @@ def _install_routes(app: FastAPI, state: State) -> None:
             "variant": encoder().variant if state.ready else None,
             "provider": encoder().provider if state.ready else None,
             "packing": encoder().packing if state.ready else None,
+            "threads": encoder().threads if state.ready else None,
+            "spinning": encoder().spinning if state.ready else None,
             "hidden_size": encoder().hidden_size if state.ready else None,
             "max_input_length": encoder().max_length if state.ready else None,
             "default_pooling": encoder().default_pooling if state.ready else None,

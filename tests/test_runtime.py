@@ -175,6 +175,7 @@ def test_repr_threads_and_provider(tiny_model_dir: Path) -> None:
     assert encoder.variant == "int8" and encoder.provider == "cpu" and encoder.threads == 1
     assert "variant='int8'" in repr(encoder) and "provider='cpu'" in repr(encoder)
     assert Encoder(tiny_model_dir).threads == available_cpus()
+    assert encoder.spinning and not Encoder(tiny_model_dir, spinning=False).spinning  # ORT's default is to spin
     with pytest.raises(ValueError, match="threads"):
         Encoder(tiny_model_dir, threads=0)
     with pytest.raises(ValueError, match="'auto', 'cpu', 'cuda'"):

@@ -88,10 +88,8 @@ def minilm_server(minilm_dir: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def tiny_server(tiny_model_dir: Path) -> Iterator[str]:
-    with server(tiny_model_dir, "--max-client-batch", "4", "--payload-limit", "20000", "--api-key", "s3cret") as (
-        url,
-        _,
-    ):
+    flags = ("--max-client-batch", "4", "--payload-limit", "20000", "--api-key", "s3cret", "--spinning")
+    with server(tiny_model_dir, *flags) as (url, _):
         yield url
 
 
@@ -114,6 +112,7 @@ def test_openai_round_trip(minilm_server: str, minilm_dir: Path) -> None:
     ).json()
     decoded = np.frombuffer(base64.b64decode(packed["data"][0]["embedding"]), dtype="<f4")
     np.testing.assert_allclose(decoded, expected[0], atol=1e-5)
+    assert httpx.get(f"{minilm_server}/info").json()["spinning"] is False  # the server's default: sleep when idle
 
 
 def test_two_hundred_concurrent_requests_get_their_own_rows(minilm_server: str, minilm_dir: Path) -> None:
@@ -141,6 +140,17 @@ def test_two_hundred_concurrent_requests_get_their_own_rows(minilm_server: str, 
     assert batched and float(batched[0].split()[-1]) < 200  # requests were coalesced into fewer Encoder calls
 
 
+def test_load_benchmark_client_counts_answers_and_reads_the_batching(minilm_server: str) -> None:
+    """serve-load's client (no timing asserted): every text sent once and checked, the server's batching read back."""
+    from benchmarks.serve_load import _drive
+
+    texts = [f"sentence number {i} about the ocean" for i in range(48)]
+    run = asyncio.run(_drive(minilm_server, texts, 8))
+    assert run["requests"] == 48 and run["failures"] == 0
+    assert 1 <= run["mean_batch_texts"] <= 8  # 8 closed-loop clients never have more than 8 texts in flight
+    assert 0 < run["inference_busy"] <= 1.05
+
+
 def test_tei_endpoints_match_the_encoder(tiny_server: str, tiny_model_dir: Path) -> None:
     encoder = Encoder(tiny_model_dir)
     texts = ["hello world", "今天天气真好啊"]
@@ -159,6 +169,7 @@ def test_tei_endpoints_match_the_encoder(tiny_server: str, tiny_model_dir: Path)
     assert split[0][1] == {"id": 14, "text": "hello", "special": False, "start": 0, "stop": 5}
     info = httpx.get(f"{tiny_server}/info", headers=AUTH).json()
     assert info["hidden_size"] == 32 and info["variant"] == "fp32" and info["max_client_batch_size"] == 4
+    assert info["spinning"] is True  # --spinning reached the session (read back from its options)
     assert "onnxbert_requests_total" in httpx.get(f"{tiny_server}/metrics").text
     assert httpx.get(f"{tiny_server}/openapi.json").json()["paths"].keys() >= {"/v1/embeddings", "/embed"}
 
