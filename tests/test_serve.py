@@ -256,6 +256,29 @@ def test_api_key_is_required(tiny_server: str) -> None:
     assert httpx.get(f"{tiny_server}/health").status_code == 200  # probes need no key
 
 
+def test_max_wait_lets_an_idle_batcher_gather_concurrent_requests(tiny_model_dir: Path) -> None:
+    texts = [f"request {i} about the sea" for i in range(8)]
+    with server(tiny_model_dir, "--max-wait-ms", "300") as (url, _):
+
+        async def fire() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=8)) as client:
+
+                async def post(index: int) -> httpx.Response:
+                    await asyncio.sleep(0.1 if index else 0)  # the first finds the batcher idle, alone
+                    return await client.post("/embed", json={"inputs": texts[index]})
+
+                return await asyncio.gather(*(post(i) for i in range(len(texts))))
+
+        replies = asyncio.run(fire())
+        metrics = httpx.get(f"{url}/metrics").text
+    expected = Encoder(tiny_model_dir).embed(texts, normalize=True)
+    for reply, want in zip(replies, expected, strict=True):
+        assert reply.status_code == 200, reply.text
+        np.testing.assert_allclose(reply.json()[0], want, atol=1e-5)
+    calls = next(line for line in metrics.splitlines() if line.startswith("onnxbert_batch_texts_count"))
+    assert float(calls.split()[-1]) == 1  # the first request waited 300 ms; the other 7, sent 100 ms later, joined it
+
+
 def test_full_queue_answers_429_with_retry_after(minilm_dir: Path) -> None:
     with server(minilm_dir, "--max-queue", "2") as (url, _):
 
