@@ -1,21 +1,14 @@
 """Dynamic batching: requests from many clients coalesced into one Encoder call, run off the event loop.
 
 Requests arrive already tokenized (at admission, so over-long text and token counts are known before queueing).
-One inference thread takes every queued request of the same kind up to a token budget, runs them as one Encoder call
-(the Encoder packs or sorts them by length inside), and hands each request exactly its own rows.
-
-The thread takes its next batch itself, under a lock, the moment the last one is done; answers go back to the event
-loop with call_soon_threadsafe. Handing back to the loop between batches (an asyncio worker awaiting run_in_executor)
-left the inference idle while the loop was busy answering the batch just done: busy 89-92% of the wall clock at 8 and
-32 clients, now 98-99% (MiniLM fp32, 2 cores, serve-load's /metrics). Interleaved A/Bs: concurrency 8 365-394 ->
-396-448 requests/s; concurrency 32 unchanged within noise (497-528 vs 509-541), the 2 cores being already full there.
+One worker takes every queued request of the same kind up to a token budget, runs them as one Encoder call in a
+single inference thread (the Encoder sorts them by length inside), and hands each request exactly its own rows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -57,7 +50,7 @@ class Job:
 
 
 class Batcher:
-    """The queue and its single inference thread."""
+    """The queue and its single inference worker."""
 
     def __init__(self, encoder: Encoder, settings: ServerSettings, metrics: Metrics) -> None:
         self._encoder = encoder
@@ -65,9 +58,9 @@ class Batcher:
         self._metrics = metrics
         self._jobs: deque[Job] = deque()
         self._queued_texts = 0
-        self._changed = threading.Condition()  # guards _jobs, _queued_texts and _stopping
+        self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxbert-inference")
-        self._worker: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._recent_rate = 100.0  # texts/s, for Retry-After; updated after every batch
 
@@ -77,50 +70,46 @@ class Batcher:
         return self._queued_texts
 
     def start(self) -> None:
-        """Start the inference thread; it answers on the running event loop."""
-        loop = asyncio.get_running_loop()
-        self._worker = loop.run_in_executor(self._executor, self._work, loop)
+        """Start the worker on the running event loop."""
+        self._task = asyncio.get_running_loop().create_task(self._work(), name="onnxbert-batcher")
 
     async def stop(self) -> None:
-        """Finish every queued request, then stop the inference thread."""
-        with self._changed:
-            self._stopping = True
-            self._changed.notify()
-        if self._worker is not None:
-            await self._worker
+        """Finish every queued request, then stop the worker and its thread."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
         self._executor.shutdown(wait=True)
 
     def submit(self, job: Job) -> None:
         """Queue a job, or raise QueueFullError when max_queue texts already wait."""
         count = len(job.tokens)
-        with self._changed:
-            if self._stopping:
-                raise QueueFullError(retry_after=1)
-            if self._queued_texts and self._queued_texts + count > self._settings.max_queue:
-                raise QueueFullError(retry_after=max(1, int(np.ceil(self._queued_texts / self._recent_rate))))
-            self._jobs.append(job)
-            self._queued_texts += count
-            self._metrics.queue_texts.set(self._queued_texts)
-            self._changed.notify()
+        if self._stopping:
+            raise QueueFullError(retry_after=1)
+        if self._queued_texts and self._queued_texts + count > self._settings.max_queue:
+            raise QueueFullError(retry_after=max(1, int(np.ceil(self._queued_texts / self._recent_rate))))
+        self._jobs.append(job)
+        self._queued_texts += count
+        self._metrics.queue_texts.set(self._queued_texts)
+        self._wake.set()
 
     def withdraw(self, job: Job) -> None:
         """The client went away: drop its job if it has not started, freeing its place in the queue."""
-        with self._changed:
-            try:
-                self._jobs.remove(job)
-            except ValueError:
-                return  # already running or done; its result is simply not sent
-            self._queued_texts -= len(job.tokens)
-            self._metrics.queue_texts.set(self._queued_texts)
+        try:
+            self._jobs.remove(job)
+        except ValueError:
+            return  # already running or done; its result is simply not sent
+        self._queued_texts -= len(job.tokens)
+        self._metrics.queue_texts.set(self._queued_texts)
         job.future.cancel()
 
     def _take(self) -> list[Job]:
-        """The oldest job and every later job of the same kind that fits the token budget (lock held)."""
+        """The oldest job and every later job of the same kind that fits the token budget."""
         first = self._jobs[0]
         budget, most = self._settings.max_batch_tokens, self._settings.max_batch_texts
         taken: list[Job] = []
         tokens = texts = 0
-        for job in self._jobs:
+        for job in list(self._jobs):
             size = int(job.tokens.lengths.sum())
             fits = tokens + size <= budget and texts + len(job.tokens) <= most
             if job.key == first.key and (not taken or fits):
@@ -133,30 +122,32 @@ class Batcher:
         self._metrics.queue_texts.set(self._queued_texts)
         return taken
 
-    def _next(self) -> list[Job] | None:
-        """Block until there is work and take a batch; None once stopping with nothing left."""
-        with self._changed:
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
             if not self._jobs:
-                while not self._jobs and not self._stopping:
-                    self._changed.wait()
-                if not self._jobs:
-                    return None
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
                 if self._settings.max_wait_ms > 0 and not self._stopping:
-                    # The thread was idle: let concurrent requests arriving right now join this batch.
-                    self._changed.wait_for(lambda: self._stopping, timeout=self._settings.max_wait_ms / 1000)
-            return self._take()
-
-    def _work(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The inference thread: batch after batch until stopped and drained."""
-        while (jobs := self._next()) is not None:
+                    # The worker was idle: let concurrent requests arriving right now join this batch.
+                    await asyncio.sleep(self._settings.max_wait_ms / 1000)
+                continue
+            jobs = self._take()
             try:
-                results: list[Any] | BaseException = self._infer(jobs)
+                results = await loop.run_in_executor(self._executor, self._infer, jobs)
             except Exception as error:  # every waiting client gets the failure instead of hanging
-                results = error
-            loop.call_soon_threadsafe(_deliver, jobs, results)
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+                continue
+            for job, result in zip(jobs, results, strict=True):
+                if not job.future.done():
+                    job.future.set_result(result)
 
     def _infer(self, jobs: list[Job]) -> list[Any]:
-        """One Encoder call for all jobs, split back per job."""
+        """Runs in the inference thread: one Encoder call for all jobs, split back per job."""
         merged = Tokenized.concat([job.tokens for job in jobs])
         start = time.perf_counter()
         if jobs[0].token_level:
@@ -172,14 +163,3 @@ class Batcher:
         self._metrics.tokens.inc(float(merged.lengths.sum()))
         bounds = np.cumsum([0] + [len(job.tokens) for job in jobs])
         return [rows[a:b] for a, b in itertools.pairwise(bounds)]
-
-
-def _deliver(jobs: list[Job], results: list[Any] | BaseException) -> None:
-    """On the event loop: each waiting job gets its rows, or the batch's error."""
-    for index, job in enumerate(jobs):
-        if job.future.done():  # withdrawn while its batch ran
-            continue
-        if isinstance(results, BaseException):
-            job.future.set_exception(results)
-        else:
-            job.future.set_result(results[index])
