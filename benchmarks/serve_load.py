@@ -101,17 +101,6 @@ async def _drive(url: str, texts: list[str], concurrency: int) -> dict[str, Any]
             raise RuntimeError(f"response without Content-Length (status {status})")
         return status, await reader.readexactly(length)
 
-    async def counters() -> dict[str, float]:
-        """The server's batch and inference totals from /metrics (read outside the timed window)."""
-        reader, writer = await asyncio.open_connection(host, int(port))
-        try:
-            writer.write(f"GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n".encode())
-            text = (await reader.read()).decode()
-        finally:
-            writer.close()
-        wanted = ("onnxbert_batch_texts_count", "onnxbert_batch_texts_sum", "onnxbert_inference_seconds_sum")
-        return {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith(wanted)}
-
     requests = [request(text) for text in texts]
     latencies: list[float] = []
     failures = 0
@@ -132,11 +121,11 @@ async def _drive(url: str, texts: list[str], concurrency: int) -> dict[str, Any]
     reader, writer = await asyncio.open_connection(host, int(port))  # warm the server
     await exchange(reader, writer, request(texts[:8]))
     writer.close()
-    before = await counters()
+    before = _counters(url)
     start = time.perf_counter()
     await asyncio.wait_for(asyncio.gather(*(client() for _ in range(concurrency))), timeout=600)
     wall = time.perf_counter() - start
-    after = await counters()
+    after = _counters(url)
     served = {name: after[name] - before[name] for name in after}
     ms = np.asarray(latencies) * 1e3
     return {
@@ -164,7 +153,7 @@ def run_load(
     packing: bool = True,
     spinning: bool = False,
 ) -> dict[str, Any]:
-    """`rounds` rounds, each timing in-process sorted, in-process groups of 32, then every concurrency level; the
+    """`rounds` rounds, each timing in-process sorted, groups of 32 and of 16, then every concurrency level; the
     report gives each figure's median over rounds and each share as the median of the rounds' own ratios."""
     directory = prepare(model, cache).directory
     texts = sentences(requests)
@@ -224,10 +213,10 @@ def run_load(
         "texts": len(texts),
         "rounds": rounds,
         "packing": packing,
+        "spinning": spinning,
         "in_process_throughput": _median(best_rates),
         "in_process_sorted_packed": _median(sorted_rates),
         "in_process_sorted_padded": _median(padded_rates),
-        "spinning": spinning,
         "in_process_groups_of_32": _median(group_rates),
         "groups_share": _median([g / s for g, s in zip(group_rates, best_rates, strict=True)]),
         "in_process_groups_of_16": _median(half_rates),
@@ -245,6 +234,15 @@ def run_load(
     (out / "serve_load.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     (out / "serve_load.md").write_text(markdown(result), encoding="utf-8")
     return result
+
+
+def _counters(url: str) -> dict[str, float]:
+    """The server's batch and inference totals from /metrics (read outside the timed window)."""
+    import httpx
+
+    wanted = ("onnxbert_batch_texts_count", "onnxbert_batch_texts_sum", "onnxbert_inference_seconds_sum")
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith(wanted)}
 
 
 def _median(values: list[float]) -> float:
@@ -270,7 +268,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"# onnxbert serve load ({result['model']} {result['variant']}, {result['texts']} single-sentence "
         "requests, "
         f"{result['threads']} inference threads, packing {'on' if result['packing'] else 'off'}, spinning "
-        f"{'on' if result.get('spinning') else 'off'})",
+        f"{'on' if result['spinning'] else 'off'})",
         "",
         f"In-process `Encoder.embed` on the same texts (one call, length-sorted batches): "
         f"{result['in_process_sorted_packed']:.0f} sentences/s packed, {result['in_process_sorted_padded']:.0f} "
