@@ -87,7 +87,9 @@ class TextTokenizer:
 
     def encode(self, texts: list[str], *, truncate: bool = True, offsets: bool = False) -> Tokenized:
         """Tokenize; with `truncate=False` a text over max_length is a ValueError giving its token count."""
-        encodings = self._tokenizer.encode_batch(texts)
+        # encode_batch_fast skips the character offsets (~12% of the time on STS-B sentences); ids and truncation
+        # are the same.
+        encodings = self._tokenizer.encode_batch(texts) if offsets else self._tokenizer.encode_batch_fast(texts)
         truncated = np.fromiter((len(e.overflowing) > 0 for e in encodings), dtype=np.bool_, count=len(encodings))
         if not truncate and truncated.any():
             index = int(np.flatnonzero(truncated)[0])
