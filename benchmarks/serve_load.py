@@ -153,8 +153,9 @@ def run_load(
     packing: bool = True,
     spinning: bool = False,
 ) -> dict[str, Any]:
-    """`rounds` rounds, each timing in-process sorted, groups of 32 and of 16, then every concurrency level; the
-    report gives each figure's median over rounds and each share as the median of the rounds' own ratios."""
+    """`rounds` rounds, each timing in-process groups of 32 and of 16, then every concurrency level, with the
+    in-process sorted reference timed before and after each; the report gives each figure's median over rounds and
+    each share as the median of its own ratios to the mean of the reference around it."""
     directory = prepare(model, cache).directory
     texts = sentences(requests)
     local = _InProcess(directory, texts, threads, variant, packing)
@@ -181,22 +182,37 @@ def run_load(
     url = f"http://127.0.0.1:{port}"
     sorted_rates: list[float] = []
     padded_rates: list[float] = []
-    best_rates: list[float] = []  # per round, the better of packed and padded sorted batching: the reference
+    best_rates: list[float] = []  # every timing of the reference: the better of packed and padded sorted batching
     group_rates: list[float] = []
     half_rates: list[float] = []  # groups of 16: two alternating cohorts of 16 is what 32 clients settle into
+    group_shares: list[float] = []
+    half_shares: list[float] = []
     runs: dict[int, list[dict[str, Any]]] = {c: [] for c in concurrency}
+
+    def reference() -> float:
+        sorted_rates.append(local.sorted_rate())
+        padded_rates.append(local.padded_rate())
+        best_rates.append(max(sorted_rates[-1], padded_rates[-1]))
+        return best_rates[-1]
+
     try:
         _wait(url)
         asyncio.run(_drive(url, texts[:256], max(concurrency)))  # warm the server's arenas at the widest batch
         for _ in range(rounds):
-            sorted_rates.append(local.sorted_rate())
-            padded_rates.append(local.padded_rate())
-            best_rates.append(max(sorted_rates[-1], padded_rates[-1]))
+            # Every figure is divided by the mean of the reference timed just before and just after it: this
+            # machine's speed drifts within minutes (the reference moved 430 -> 660 sentences/s within one session).
+            before = reference()
             group_rates.append(local.groups_rate(32))
             half_rates.append(local.groups_rate(16))
+            after = reference()
+            group_shares.append(group_rates[-1] / ((before + after) / 2))
+            half_shares.append(half_rates[-1] / ((before + after) / 2))
             for c in concurrency:
+                before = after
                 run = asyncio.run(_drive(url, texts, c))
-                run["share_of_in_process"] = run["throughput"] / best_rates[-1]
+                after = reference()
+                run["reference"] = (before + after) / 2
+                run["share_of_in_process"] = run["throughput"] / run["reference"]
                 runs[c].append(run)
     finally:
         server.send_signal(signal.SIGTERM)
@@ -218,9 +234,9 @@ def run_load(
         "in_process_sorted_packed": _median(sorted_rates),
         "in_process_sorted_padded": _median(padded_rates),
         "in_process_groups_of_32": _median(group_rates),
-        "groups_share": _median([g / s for g, s in zip(group_rates, best_rates, strict=True)]),
+        "groups_share": _median(group_shares),
         "in_process_groups_of_16": _median(half_rates),
-        "groups_16_share": _median([g / s for g, s in zip(half_rates, best_rates, strict=True)]),
+        "groups_16_share": _median(half_shares),
         "in_process_rounds": {
             "sorted_packed": sorted_rates,
             "sorted_padded": padded_rates,
@@ -272,16 +288,17 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"In-process `Encoder.embed` on the same texts (one call, length-sorted batches): "
         f"{result['in_process_sorted_packed']:.0f} sentences/s packed, {result['in_process_sorted_padded']:.0f} "
-        f"padded; the reference is the better of the two in each round (median "
+        f"padded; the reference is the better of the two each time it is timed (median "
         f"{result['in_process_throughput']:.0f}). In shuffled groups of 32, one call each (the most 32 closed-loop "
         f"clients can offer a batcher, in no length order): {result['in_process_groups_of_32']:.0f} sentences/s, "
         f"{result['groups_share']:.0%} of the reference; in groups of 16 (what 32 clients settle into against a "
         f"busy batcher: two cohorts, one queueing while the other's batch runs): "
         f"{result['in_process_groups_of_16']:.0f} sentences/s, {result['groups_16_share']:.0%}.",
         "",
-        f"Medians of {result['rounds']} rounds; each round times both in-process figures, then every "
-        "concurrency level, so that the machine's drifts in speed hit all alike. Shares are medians of each round's "
-        "own ratio.",
+        f"Medians of {result['rounds']} rounds; each round times the in-process groups, then every concurrency "
+        "level, and times the reference before and after each of them: a share is the figure over the mean of the "
+        "reference around it (this machine's speed drifts within minutes), and the reported share is the median of "
+        "the rounds' shares.",
         "",
         "| concurrency | requests/s | share of in-process | texts per batch | inference busy | p50 ms | p99 ms "
         "| failures |",
