@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from onnxbert.runtime import Encoder, Pooling
+from onnxbert.runtime.pooling import normalize as l2_normalize
 from onnxbert.runtime.tokenize import Tokenized
 
 from .metrics import Metrics
@@ -41,7 +42,12 @@ class Job:
     token_level: bool  # encode (hidden states per token) rather than embed (pooled)
     pooling: Pooling
     tokens: Tokenized
+    normalize: bool = False  # L2-normalize the pooled rows (in the inference thread, the whole batch at once)
     future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    size: int = field(init=False)  # real tokens, counted against the batch's budget
+
+    def __post_init__(self) -> None:
+        self.size = int(self.tokens.lengths.sum())
 
     @property
     def key(self) -> tuple[bool, Pooling]:
@@ -94,13 +100,14 @@ class Batcher:
         self._wake.set()
 
     def withdraw(self, job: Job) -> None:
-        """The client went away: drop its job if it has not started, freeing its place in the queue."""
+        """The client went away: drop its job if it has not started (freeing its place), and its answer."""
         try:
             self._jobs.remove(job)
         except ValueError:
-            return  # already running or done; its result is simply not sent
-        self._queued_texts -= len(job.tokens)
-        self._metrics.queue_texts.set(self._queued_texts)
+            pass  # already running or done; its result is simply not sent
+        else:
+            self._queued_texts -= len(job.tokens)
+            self._metrics.queue_texts.set(self._queued_texts)
         job.future.cancel()
 
     def _take(self) -> list[Job]:
@@ -110,11 +117,10 @@ class Batcher:
         taken: list[Job] = []
         tokens = texts = 0
         for job in list(self._jobs):
-            size = int(job.tokens.lengths.sum())
-            fits = tokens + size <= budget and texts + len(job.tokens) <= most
+            fits = tokens + job.size <= budget and texts + len(job.tokens) <= most
             if job.key == first.key and (not taken or fits):
                 taken.append(job)
-                tokens += size
+                tokens += job.size
                 texts += len(job.tokens)
         for job in taken:
             self._jobs.remove(job)
@@ -155,6 +161,9 @@ class Batcher:
             rows: Any = out.last_hidden_state
         else:
             rows = self._encoder.embed_tokens(merged, jobs[0].pooling)
+            unit = np.repeat([job.normalize for job in jobs], [len(job.tokens) for job in jobs])
+            if unit.any():
+                rows[unit] = l2_normalize(rows[unit])
         elapsed = time.perf_counter() - start
         self._recent_rate = max(len(merged) / max(elapsed, 1e-6), 1.0)
         self._metrics.inference_seconds.observe(elapsed)

@@ -21,7 +21,6 @@ from starlette.exceptions import HTTPException
 from starlette.types import Receive
 
 from onnxbert.runtime import Encoder, Pooling
-from onnxbert.runtime.pooling import normalize as l2_normalize
 from onnxbert.runtime.tokenize import Tokenized
 
 from .batcher import Batcher, Job, QueueFullError
@@ -138,15 +137,22 @@ async def run(state: State, receive: Receive, job: Job) -> Any:
         state.batcher.submit(job)
     except QueueFullError as error:
         raise ApiError(429, str(error), "Overloaded", {"Retry-After": str(error.retry_after)}) from None
-    gone = asyncio.ensure_future(_disconnected(receive))
+    batcher = state.batcher
+
+    def went_away(watch: asyncio.Task[None]) -> None:
+        if not watch.cancelled():  # cancelled: the answer came first
+            batcher.withdraw(job)
+
+    gone = asyncio.get_running_loop().create_task(_disconnected(receive))
+    gone.add_done_callback(went_away)
     try:
-        await asyncio.wait({job.future, gone}, return_when=asyncio.FIRST_COMPLETED)
+        return await job.future
+    except asyncio.CancelledError:
+        if gone.done() and not gone.cancelled():  # the client went away and its job was withdrawn
+            raise ApiError(499, "client closed the request", "ClientClosed") from None
+        raise
     finally:
         gone.cancel()
-    if not job.future.done():
-        state.batcher.withdraw(job)
-        raise ApiError(499, "client closed the request", "ClientClosed")
-    return job.future.result()
 
 
 async def _disconnected(receive: Receive) -> None:
@@ -164,8 +170,8 @@ async def embed_answer(
 ) -> bytes:
     """POST /embed (TEI): one vector per input."""
     tokens = await tokenize(state, inputs, truncate=truncate)
-    vectors = await run(state, receive, Job(False, Pooling(pooling or _encoder(state).default_pooling), tokens))
-    return json_bytes(l2_normalize(vectors) if normalize else vectors)
+    method = Pooling(pooling or _encoder(state).default_pooling)
+    return json_bytes(await run(state, receive, Job(False, method, tokens, normalize=normalize)))
 
 
 async def openai_answer(
@@ -182,9 +188,9 @@ async def openai_answer(
     if dimensions is not None and dimensions != encoder.hidden_size:
         raise ApiError(422, f"dimensions={dimensions}: this model returns {encoder.hidden_size}", "Validation")
     tokens = await tokenize(state, inputs, truncate=True)
-    vectors = await run(state, receive, Job(False, Pooling(encoder.default_pooling), tokens))
+    vectors = await run(state, receive, Job(False, Pooling(encoder.default_pooling), tokens, normalize=True))
     name = model or state.settings.model_name or state.directory.name
-    return json_bytes(openai_body(l2_normalize(vectors), tokens, name, encoding_format, arrays=True))
+    return json_bytes(openai_body(vectors, tokens, name, encoding_format, arrays=True))
 
 
 def openai_body(

@@ -38,6 +38,9 @@ def _choices(model: type[BaseModel], name: str) -> frozenset[Any]:
 
 _POOLINGS = _choices(EmbedRequest, "pooling")
 _FORMATS = _choices(OpenAIRequest, "encoding_format")
+_EMBED_DEFAULTS = {name: _default(EmbedRequest, name) for name in ("normalize", "truncate", "pooling")}
+_OPENAI_DEFAULTS = {name: _default(OpenAIRequest, name) for name in ("model", "encoding_format", "dimensions")}
+_HEADERS = frozenset({b"authorization", b"content-length", b"content-type"})  # all that Guard reads
 
 
 def _texts(value: Any) -> bool:
@@ -50,7 +53,7 @@ def _optional(value: Any, kind: type) -> bool:
 
 def _embed_fields(data: dict[str, Any]) -> dict[str, Any] | None:
     """EmbedRequest's fields when they are plainly valid, else None (FastAPI decides)."""
-    fields = {name: data.get(name, _default(EmbedRequest, name)) for name in ("normalize", "truncate", "pooling")}
+    fields = {name: data.get(name, default) for name, default in _EMBED_DEFAULTS.items()}
     plain = (
         set(data) <= set(EmbedRequest.model_fields)
         and _texts(data.get("inputs"))
@@ -63,9 +66,7 @@ def _embed_fields(data: dict[str, Any]) -> dict[str, Any] | None:
 
 def _openai_fields(data: dict[str, Any]) -> dict[str, Any] | None:
     """OpenAIRequest's fields (less `user`, which changes nothing) when plainly valid, else None."""
-    fields = {
-        name: data.get(name, _default(OpenAIRequest, name)) for name in ("model", "encoding_format", "dimensions")
-    }
+    fields = {name: data.get(name, default) for name, default in _OPENAI_DEFAULTS.items()}
     plain = (
         set(data) <= set(OpenAIRequest.model_fields)
         and _texts(data.get("input"))
@@ -104,7 +105,8 @@ class Guard:
                 status[0] = message["status"]
             await send(message)
 
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        raw = ((k.lower(), v) for k, v in scope["headers"])
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw if k in _HEADERS}
         error = self._refuse(scope, headers)
         if error is not None:
             await _answer_error(send_tracked, path, error)
