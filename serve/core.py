@@ -132,12 +132,12 @@ async def run(state: State, receive: Receive, job: Job) -> Any:
 
     `receive` is the request's ASGI receive, its body already read: all it can still report is the disconnect.
     """
-    assert state.batcher is not None
+    batcher = state.batcher
+    assert batcher is not None
     try:
-        state.batcher.submit(job)
+        batcher.submit(job)
     except QueueFullError as error:
         raise ApiError(429, str(error), "Overloaded", {"Retry-After": str(error.retry_after)}) from None
-    batcher = state.batcher
 
     def went_away(watch: asyncio.Task[None]) -> None:
         if not watch.cancelled():  # cancelled: the answer came first

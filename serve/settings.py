@@ -20,9 +20,9 @@ class ServerSettings:
     # Measured in-process on random groups of 32 STS-B sentences (MiniLM fp32, 2 threads, AMD EPYC): fixed runs of
     # 16 414 sentences/s, runs cut by cost 462-476, the whole corpus length-sorted 513.
     max_run_texts: int = 32
-    # Pack a call's texts end to end in rows of ~64 tokens instead of padding each to its run's longest (needs the
-    # directory's packed graph). Same numbers to float rounding; in-process random groups of 32 (MiniLM fp32, AMD
-    # EPYC, 2 threads): 395 -> 469 sentences/s.
+    # Pack a call's texts end to end in rows (spread evenly over a few rows for a small call, rows of ~64 tokens for
+    # a large one) instead of padding each to its run's longest (needs the directory's packed graph). Same numbers
+    # to float rounding; in-process random groups of 32 (MiniLM fp32, AMD EPYC, 2 threads): 395 -> 469 sentences/s.
     packing: bool = True
     # Let idle inference threads spin-wait for the next run (ONNX Runtime's default) instead of sleeping. Off: a
     # server at light steady traffic (MiniLM fp32, 20 requests/s, 2 cores) used 10% of a core with it off and 86%
