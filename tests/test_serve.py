@@ -152,6 +152,9 @@ def test_load_benchmark_client_counts_answers_and_reads_the_batching(minilm_serv
     assert run["requests"] == 48 and run["failures"] == 0
     assert 1 <= run["mean_batch_texts"] <= 8  # 8 closed-loop clients never have more than 8 texts in flight
     assert 0 < run["inference_busy"] <= 1.05
+    assert run["client_cpu_us"] > 0
+    rejected = asyncio.run(_drive(minilm_server, [*texts[:5], "word " * 600, *texts[5:10]], 3))  # 422: too long
+    assert rejected["requests"] == 11 and rejected["failures"] == 1
 
 
 def test_tei_endpoints_match_the_encoder(tiny_server: str, tiny_model_dir: Path) -> None:
