@@ -1,4 +1,5 @@
-"""`python -m benchmarks run [--quick] [--models ...] [--threads N] [--out DIR]` and `... check DIR`."""
+"""`python -m benchmarks run [--quick] [--models ...] [--threads N] [--out DIR]`, `... check DIR`, serve-load,
+serve-ab, int8-sensitivity and report."""
 
 from __future__ import annotations
 
@@ -43,6 +44,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     load.add_argument("--out", default="out/bench")
     load.add_argument("--cache", default="out/bench-cache")
+    ab = commands.add_parser(
+        "serve-ab",
+        help="paired A/B of two `onnxbert serve` configurations, run side by side and driven in alternating rounds",
+        description="Flags go in one quoted argument with '=': --b='--spinning --threads 2'.",
+    )
+    ab.add_argument("--model", default="minilm", choices=MODELS)
+    ab.add_argument("--a", default="", help="`onnxbert serve` flags of side A (default: none)")
+    ab.add_argument("--b", default="", help="`onnxbert serve` flags of side B (default: none)")
+    ab.add_argument("--concurrency", type=int, default=32)
+    ab.add_argument("--requests", type=int, default=1000, help="single-sentence requests per side and round")
+    ab.add_argument("--rounds", type=int, default=12, help="alternating rounds (default 12)")
+    ab.add_argument("--out", default="out/bench")
+    ab.add_argument("--cache", default="out/bench-cache")
     sens = commands.add_parser("int8-sensitivity", help="quality and speed of int8 recipes and probes vs fp32")
     sens.add_argument("--model", default="minilm", choices=MODELS)
     sens.add_argument("--texts", type=int, default=None, help="first N unique STS-B dev sentences (default: all)")
@@ -97,6 +111,17 @@ def main(argv: list[str] | None = None) -> int:
             args.spinning,
         )
         print(markdown(result))
+        return 0
+
+    if args.command == "serve-ab":
+        from benchmarks.models import prepare
+        from benchmarks.serve_ab import markdown as ab_markdown
+        from benchmarks.serve_ab import run_ab
+
+        directory = prepare(args.model, Path(args.cache)).directory
+        settings = {"concurrency": args.concurrency, "requests": args.requests, "rounds": args.rounds}
+        result = run_ab(directory, args.a, args.b, **settings, out=Path(args.out), model=args.model)
+        print(ab_markdown(result))
         return 0
 
     from benchmarks.run import Settings, log

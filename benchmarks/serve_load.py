@@ -211,27 +211,8 @@ def run_load(
     directory = prepare(model, cache).directory
     texts = sentences(requests)
     local = _InProcess(directory, texts, threads, variant, packing)
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "onnxbert",
-            "serve",
-            str(directory),
-            "--port",
-            str(port),
-            "--variant",
-            variant,
-            "--threads",
-            str(threads),
-            "--log-level",
-            "warning",
-            "--packing" if packing else "--no-packing",
-            "--spinning" if spinning else "--no-spinning",
-        ],
-    )
-    url = f"http://127.0.0.1:{port}"
+    flags = ["--variant", variant, "--threads", str(threads), "--packing" if packing else "--no-packing"]
+    server, url = _start_server(directory, [*flags, "--spinning" if spinning else "--no-spinning"])
     sorted_rates: list[float] = []
     padded_rates: list[float] = []
     best_rates: list[float] = []  # every timing of the reference: the better of packed and padded sorted batching
@@ -248,7 +229,7 @@ def run_load(
         return best_rates[-1]
 
     try:
-        _wait(url)
+        _wait(url, server)
         _run(_drive(url, texts[:256], max(concurrency)))  # warm the server's arenas at the widest batch
         for _ in range(rounds):
             # Every figure is divided by the mean of the reference timed just before and just after it: this
@@ -327,18 +308,29 @@ def _median(values: list[float]) -> float:
     return float(np.median(values))
 
 
-def _wait(url: str, timeout: float = 120) -> None:
+def _start_server(directory: Path, flags: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+    """`onnxbert serve DIRECTORY FLAGS` on a free loopback port, and its URL."""
+    port = _free_port()
+    command = [sys.executable, "-m", "onnxbert", "serve", str(directory), "--port", str(port)]
+    server = subprocess.Popen([*command, "--log-level", "warning", *flags])
+    return server, f"http://127.0.0.1:{port}"
+
+
+def _wait(url: str, server: subprocess.Popen[bytes], timeout: float = 120, what: str = "server") -> None:
+    """Until /health answers 200; a server that exits first (a bad flag, a model that fails to load) ends the run."""
     import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"{what} exited with status {server.returncode} before it was ready")
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    raise SystemExit("server did not become ready")
+    raise SystemExit(f"{what} did not become ready in {timeout:.0f}s")
 
 
 def markdown(result: dict[str, Any]) -> str:

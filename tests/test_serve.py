@@ -157,6 +157,20 @@ def test_load_benchmark_client_counts_answers_and_reads_the_batching(minilm_serv
     assert rejected["requests"] == 11 and rejected["failures"] == 1
 
 
+def test_serve_ab_drives_two_servers_in_alternating_rounds(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """serve-ab (no timing asserted): both sides answer every request, rounds pair up, a bad flag ends the run."""
+    from benchmarks.serve_ab import run_ab
+
+    settings = {"concurrency": 4, "requests": 24, "rounds": 2}
+    result = run_ab(tiny_model_dir, "--threads 1", "--threads 1 --packing", **settings, out=tmp_path)
+    assert [len(result["runs"][side]) for side in "AB"] == [2, 2] and len(result["ratios"]) == 2
+    assert all(run["requests"] == 24 and run["failures"] == 0 for side in "AB" for run in result["runs"][side])
+    assert result["sides"]["A"]["mean_batch_texts"] <= 4  # 4 closed-loop clients
+    assert "B faster in" in (tmp_path / "serve_ab.md").read_text(encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"server B .* exited"):
+        run_ab(tiny_model_dir, "", "--no-such-flag", **settings, out=tmp_path)
+
+
 def test_tei_endpoints_match_the_encoder(tiny_server: str, tiny_model_dir: Path) -> None:
     encoder = Encoder(tiny_model_dir)
     texts = ["hello world", "今天天气真好啊"]

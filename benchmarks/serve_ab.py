@@ -1,0 +1,125 @@
+"""Paired A/B of two `onnxbert serve` configurations on the same machine at the same time.
+
+On a shared machine one serve-load run moves by several points from run to run (MiniLM fp32 at concurrency 32 gave
+70-81% of in-process over fourteen runs), more than most changes worth testing. Here both servers run side by side
+(the idle one sleeps: spinning is off unless a side asks for it) and are driven in alternating order, A B, B A, ...,
+with the same texts and the same load client as serve-load; each round's B/A ratio compares two timings taken seconds
+apart, and the report gives the median ratio, its spread and how many rounds B won.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.env import environment
+from benchmarks.serve_load import _drive, _run, _start_server, _wait
+from benchmarks.workloads import sentences
+from onnxbert.runtime import available_cpus
+
+
+def run_ab(
+    directory: Path,
+    a_flags: str,
+    b_flags: str,
+    *,
+    concurrency: int,
+    requests: int,
+    rounds: int,
+    out: Path,
+    model: str | None = None,
+) -> dict[str, Any]:
+    """Drive servers A and B (`onnxbert serve DIRECTORY` plus each side's flags) in `rounds` alternating rounds."""
+    if rounds < 2:
+        raise SystemExit("serve-ab needs at least 2 rounds (each side goes first in one)")
+    texts = sentences(requests)
+    sides = {"A": shlex.split(a_flags), "B": shlex.split(b_flags)}
+    servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+    runs: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
+    try:
+        for name, flags in sides.items():
+            servers[name] = _start_server(directory, flags)
+        for name, (process, url) in servers.items():
+            _wait(url, process, what=f"server {name} ({' '.join(sides[name]) or 'defaults'})")
+        for _, url in servers.values():
+            _run(_drive(url, texts, concurrency))  # warm both at this level's batch sizes
+        for i in range(rounds):
+            for name in ("A", "B") if i % 2 == 0 else ("B", "A"):
+                runs[name].append(_run(_drive(servers[name][1], texts, concurrency)))
+    finally:
+        for process, _ in servers.values():
+            process.send_signal(signal.SIGTERM)
+        for process, _ in servers.values():
+            process.wait(timeout=60)
+    ratios = [b["throughput"] / a["throughput"] for a, b in zip(runs["A"], runs["B"], strict=True)]
+    wins = sum(r > 1 for r in ratios)
+    result = {
+        "model": model or directory.name,
+        "directory": str(directory),
+        "a_flags": a_flags,
+        "b_flags": b_flags,
+        "concurrency": concurrency,
+        "requests": len(texts),
+        "rounds": rounds,
+        "median_ratio": float(np.median(ratios)),
+        "ratio_quartiles": [float(q) for q in np.percentile(ratios, [25, 75])],
+        "b_wins": wins,
+        # Two-sided sign test: how often a fair coin gives a split at least this uneven
+        "sign_test_p": _sign_test(wins, rounds),
+        "ratios": ratios,
+        "sides": {name: _summary(side) for name, side in runs.items()},
+        "runs": runs,
+        "environment": environment(available_cpus()),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "serve_ab.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out / "serve_ab.md").write_text(markdown(result), encoding="utf-8")
+    return result
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, float]:
+    keys = ("throughput", "p50_ms", "p99_ms", "mean_batch_texts", "inference_busy", "client_cpu_us")
+    return {key: float(np.median([run[key] for run in runs])) for key in keys} | {
+        "failures": sum(run["failures"] for run in runs)
+    }
+
+
+def _sign_test(wins: int, rounds: int) -> float:
+    low = min(wins, rounds - wins)
+    tail = sum(math.comb(rounds, k) for k in range(low + 1)) / 2**rounds
+    return min(1.0, 2 * tail)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    a, b = result["sides"]["A"], result["sides"]["B"]
+    q1, q3 = result["ratio_quartiles"]
+    lines = [
+        f"# onnxbert serve A/B ({result['model']}, concurrency {result['concurrency']}, {result['requests']} "
+        f"single-sentence requests a round, {result['rounds']} rounds)",
+        "",
+        f"- A: `{' '.join(['onnxbert serve DIR', result['a_flags']]).strip()}`",
+        f"- B: `{' '.join(['onnxbert serve DIR', result['b_flags']]).strip()}`",
+        "",
+        f"**B/A throughput: median {result['median_ratio']:.3f}** (quartiles {q1:.3f}-{q3:.3f}); B faster in "
+        f"{result['b_wins']} of {result['rounds']} rounds (two-sided sign test p = {result['sign_test_p']:.2f}).",
+        "",
+        "| side | requests/s | p50 ms | p99 ms | texts per batch | inference busy | client CPU us/request | failures |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, side in (("A", a), ("B", b)):
+        lines.append(
+            f"| {name} | {side['throughput']:.0f} | {side['p50_ms']:.1f} | {side['p99_ms']:.1f} | "
+            f"{side['mean_batch_texts']:.1f} | {side['inference_busy']:.0%} | {side['client_cpu_us']:.0f} | "
+            f"{side['failures']} |"
+        )
+    lines += ["", "Medians over rounds. Per round (requests/s):", "", "| round | A | B | B/A |", "|---|---|---|---|"]
+    for i, (ra, rb, ratio) in enumerate(zip(result["runs"]["A"], result["runs"]["B"], result["ratios"], strict=True)):
+        lines.append(f"| {i + 1} | {ra['throughput']:.0f} | {rb['throughput']:.0f} | {ratio:.3f} |")
+    return "\n".join(lines) + "\n"
