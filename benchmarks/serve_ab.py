@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.env import environment
-from benchmarks.serve_load import _drive, _run, _start_server, _wait
+from benchmarks.serve_load import _cpu_cell, _drive, _run, _start_server, _wait
 from benchmarks.workloads import sentences
 from onnxbert.runtime import available_cpus
 
@@ -48,11 +48,12 @@ def run_ab(
             servers[name] = _start_server(directory, flags)
         for name, (process, url) in servers.items():
             _wait(url, process, what=f"server {name} ({' '.join(sides[name]) or 'defaults'})")
-        for _, url in servers.values():
-            _run(_drive(url, texts, concurrency))  # warm both at this level's batch sizes
+        for process, url in servers.values():
+            _run(_drive(url, texts, concurrency, process.pid))  # warm both at this level's batch sizes
         for i in range(rounds):
             for name in ("A", "B") if i % 2 == 0 else ("B", "A"):
-                runs[name].append(_run(_drive(servers[name][1], texts, concurrency)))
+                process, url = servers[name]
+                runs[name].append(_run(_drive(url, texts, concurrency, process.pid)))
     finally:
         for process, _ in servers.values():
             process.send_signal(signal.SIGTERM)
@@ -86,6 +87,7 @@ def run_ab(
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, float]:
     keys = ("throughput", "p50_ms", "p99_ms", "mean_batch_texts", "inference_busy", "client_cpu_us")
+    keys += ("server_cpu_us", "event_loop_cpu_us") if "server_cpu_us" in runs[0] else ()
     return {key: float(np.median([run[key] for run in runs])) for key in keys} | {
         "failures": sum(run["failures"] for run in runs)
     }
@@ -110,13 +112,15 @@ def markdown(result: dict[str, Any]) -> str:
         f"**B/A throughput: median {result['median_ratio']:.3f}** (quartiles {q1:.3f}-{q3:.3f}); B faster in "
         f"{result['b_wins']} of {result['rounds']} rounds (two-sided sign test p = {result['sign_test_p']:.2f}).",
         "",
-        "| side | requests/s | p50 ms | p99 ms | texts per batch | inference busy | client CPU us/request | failures |",
-        "|---|---|---|---|---|---|---|---|",
+        "| side | requests/s | p50 ms | p99 ms | texts per batch | inference busy | server CPU us/request (event loop) "
+        "| client CPU us/request | failures |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, side in (("A", a), ("B", b)):
         lines.append(
             f"| {name} | {side['throughput']:.0f} | {side['p50_ms']:.1f} | {side['p99_ms']:.1f} | "
-            f"{side['mean_batch_texts']:.1f} | {side['inference_busy']:.0%} | {side['client_cpu_us']:.0f} | "
+            f"{side['mean_batch_texts']:.1f} | {side['inference_busy']:.0%} | {_cpu_cell(side)} | "
+            f"{side['client_cpu_us']:.0f} | "
             f"{side['failures']} |"
         )
     lines += ["", "Medians over rounds. Per round (requests/s):", "", "| round | A | B | B/A |", "|---|---|---|---|"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -158,9 +159,12 @@ def _request(address: str, inputs: str | list[str]) -> bytes:
     return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
 
 
-async def _drive(url: str, texts: list[str], concurrency: int) -> dict[str, Any]:
+async def _drive(url: str, texts: list[str], concurrency: int, server_pid: int | None = None) -> dict[str, Any]:
     """`concurrency` closed-loop clients (`_Client`) share one list of texts; each text is sent once, one per
-    request, its request serialized before the clock starts; a response must be 200 with one vector."""
+    request, its request serialized before the clock starts; a response must be 200 with one vector.
+
+    With `server_pid` (Linux), the server's CPU per request is read from /proc over the same window: the whole
+    process, and its main thread alone — the event loop, whose work lands on the cores the inference needs."""
     address = url.removeprefix("http://")
     host, port = address.rsplit(":", 1)
     loop = asyncio.get_running_loop()
@@ -170,12 +174,14 @@ async def _drive(url: str, texts: list[str], concurrency: int) -> dict[str, Any]
     writer.close()
     before = _counters(url)
     load = _Load(address, texts, concurrency)
+    server_before = _server_cpu(server_pid)
     cpu, start = time.process_time(), time.perf_counter()
     for _ in range(concurrency):
         await loop.create_connection(lambda: _Client(load), host, int(port))
     await asyncio.wait_for(load.done, timeout=600)
     wall = time.perf_counter() - start
     client_cpu = time.process_time() - cpu
+    server_after = _server_cpu(server_pid)
     after = _counters(url)
     served = {name: after[name] - before[name] for name in after}
     ms = np.asarray(load.latencies) * 1e3
@@ -190,7 +196,42 @@ async def _drive(url: str, texts: list[str], concurrency: int) -> dict[str, Any]
         "mean_batch_texts": served["onnxbert_batch_texts_sum"] / max(served["onnxbert_batch_texts_count"], 1),
         "inference_busy": served["onnxbert_inference_seconds_sum"] / wall,
         "client_cpu_us": client_cpu / max(len(load.latencies), 1) * 1e6,
+        **_server_cpu_per_request(server_before, server_after, len(load.latencies)),
     }
+
+
+def _cpu_cell(row: dict[str, Any]) -> str:
+    """The server's CPU per request, its event loop's part in parentheses: "3460 (320)"."""
+    if "server_cpu_us" not in row:
+        return "-"
+    return f"{row['server_cpu_us']:.0f} ({row['event_loop_cpu_us']:.0f})"
+
+
+def _server_cpu(pid: int | None) -> tuple[float, float] | None:
+    """CPU seconds of the server process (all threads) and of its main thread (the event loop), or None off Linux."""
+    if pid is None:
+        return None
+    try:
+        whole = Path(f"/proc/{pid}/stat").read_text()
+        main = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+    except OSError:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def seconds(stat: str) -> float:
+        fields = stat[stat.rindex(")") + 2 :].split()  # utime and stime are the 14th and 15th fields
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    return seconds(whole), seconds(main)
+
+
+def _server_cpu_per_request(
+    before: tuple[float, float] | None, after: tuple[float, float] | None, requests: int
+) -> dict[str, float]:
+    if before is None or after is None or not requests:
+        return {}
+    whole, main = (1e6 * (b - a) / requests for a, b in zip(before, after, strict=True))
+    return {"server_cpu_us": whole, "event_loop_cpu_us": main}
 
 
 def run_load(
@@ -230,7 +271,7 @@ def run_load(
 
     try:
         _wait(url, server)
-        _run(_drive(url, texts[:256], max(concurrency)))  # warm the server's arenas at the widest batch
+        _run(_drive(url, texts[:256], max(concurrency), server.pid))  # warm the server's arenas at the widest batch
         for _ in range(rounds):
             # Every figure is divided by the mean of the reference timed just before and just after it: this
             # machine's speed drifts within minutes (the reference moved 430 -> 660 sentences/s within one session).
@@ -242,7 +283,7 @@ def run_load(
             half_shares.append(half_rates[-1] / ((before + after) / 2))
             for c in concurrency:
                 before = after
-                run = _run(_drive(url, texts, c))
+                run = _run(_drive(url, texts, c, server.pid))
                 after = reference()
                 run["reference"] = (before + after) / 2
                 run["share_of_in_process"] = run["throughput"] / run["reference"]
@@ -355,19 +396,21 @@ def markdown(result: dict[str, Any]) -> str:
         "the rounds' shares.",
         "",
         "| concurrency | requests/s | share of in-process | texts per batch | inference busy | p50 ms | p99 ms "
-        "| client CPU us/request | failures |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| server CPU us/request (event loop) | client CPU us/request | failures |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         lines.append(
             f"| {row['concurrency']} | {row['throughput']:.0f} | {row['share_of_in_process']:.0%} | "
             f"{row['mean_batch_texts']:.1f} | {row['inference_busy']:.0%} | {row['p50_ms']:.1f} | "
-            f"{row['p99_ms']:.1f} | {row.get('client_cpu_us', float('nan')):.0f} | {row['failures']} |"
+            f"{row['p99_ms']:.1f} | {_cpu_cell(row)} | {row.get('client_cpu_us', float('nan')):.0f} | "
+            f"{row['failures']} |"
         )
     lines += [
         "",
         "Texts per batch and inference busy come from the server's /metrics (onnxbert_batch_texts, "
         "onnxbert_inference_seconds) over each level's timed window. The client runs on the same machine and "
-        "competes with the server for its cores; its CPU per request is measured in the same window.",
+        "competes with the server for its cores; its CPU per request is measured in the same window, as is the server's "
+        "(from /proc: the whole process, and in parentheses its main thread, the event loop).",
     ]
     return "\n".join(lines) + "\n"

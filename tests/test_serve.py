@@ -166,6 +166,8 @@ def test_serve_ab_drives_two_servers_in_alternating_rounds(tiny_model_dir: Path,
     assert [len(result["runs"][side]) for side in "AB"] == [2, 2] and len(result["ratios"]) == 2
     assert all(run["requests"] == 24 and run["failures"] == 0 for side in "AB" for run in result["runs"][side])
     assert result["sides"]["A"]["mean_batch_texts"] <= 4  # 4 closed-loop clients
+    for run in result["runs"]["A"] + result["runs"]["B"]:  # each server's CPU read from /proc over its window
+        assert run["server_cpu_us"] >= run["event_loop_cpu_us"] >= 0
     assert "B faster in" in (tmp_path / "serve_ab.md").read_text(encoding="utf-8")
     with pytest.raises(SystemExit, match=r"server B .* exited"):
         run_ab(tiny_model_dir, "", "--no-such-flag", **settings, out=tmp_path)
