@@ -159,7 +159,7 @@ def test_load_benchmark_client_counts_answers_and_reads_the_batching(minilm_serv
 
 def test_serve_ab_drives_two_servers_in_alternating_rounds(tiny_model_dir: Path, tmp_path: Path) -> None:
     """serve-ab (no timing asserted): both sides answer every request, rounds pair up, a bad flag ends the run."""
-    from benchmarks.serve_ab import run_ab
+    from benchmarks.serve_ab import _sign_test, run_ab
 
     settings = {"concurrency": 4, "requests": 24, "rounds": 2}
     result = run_ab(tiny_model_dir, "--threads 1", "--threads 1 --packing", **settings, out=tmp_path)
@@ -169,6 +169,8 @@ def test_serve_ab_drives_two_servers_in_alternating_rounds(tiny_model_dir: Path,
     for run in result["runs"]["A"] + result["runs"]["B"]:  # each server's CPU read from /proc over its window
         assert run["server_cpu_us"] >= run["event_loop_cpu_us"] >= 0
     assert "B faster in" in (tmp_path / "serve_ab.md").read_text(encoding="utf-8")
+    assert _sign_test(10, 12) == pytest.approx(158 / 4096) and _sign_test(2, 12) == _sign_test(10, 12)
+    assert _sign_test(6, 12) == 1.0
     with pytest.raises(SystemExit, match=r"server B .* exited"):
         run_ab(tiny_model_dir, "", "--no-such-flag", **settings, out=tmp_path)
 
