@@ -99,6 +99,13 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--max-wait-ms", type=float, default=0.0, help="wait for company when idle (default 0)")
     parser.add_argument(
+        "--refill-gap-ms",
+        type=float,
+        default=0.5,
+        help="after a batch, wait for the clients it answered while their next requests keep arriving, each within "
+        "this gap, so the next batch holds them too; 0 turns it off (default 0.5)",
+    )
+    parser.add_argument(
         "--packing",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -193,6 +200,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         packing=args.packing,
         spinning=args.spinning,
         max_wait_ms=args.max_wait_ms,
+        refill_gap_ms=args.refill_gap_ms,
         max_queue=args.max_queue,
         max_client_batch=args.max_client_batch,
         payload_limit=args.payload_limit,

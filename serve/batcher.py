@@ -3,6 +3,10 @@
 Requests arrive already tokenized (at admission, so over-long text and token counts are known before queueing).
 One worker takes every queued request of the same kind up to a token budget, runs them as one Encoder call in a
 single inference thread (the Encoder sorts them by length inside), and hands each request exactly its own rows.
+
+After a batch it waits briefly for the clients it answered (`_refill`): a client that sends its next request as soon
+as it has an answer is back within a round trip, and waiting for it keeps batches whole instead of letting the
+clients split into two half-size cohorts that alternate on the inference thread.
 """
 
 from __future__ import annotations
@@ -69,6 +73,10 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._recent_rate = 100.0  # texts/s, for Retry-After; updated after every batch
+        self._last_run = 0.0  # seconds the last batch took
+        self._queued_tokens = 0
+        self._arrivals = 0  # requests queued so far (never decreases): tells _refill whether any came
+        self._refill_target = 0  # while refilling: wake the worker only once this many texts wait
 
     @property
     def queued_texts(self) -> int:
@@ -96,8 +104,11 @@ class Batcher:
             raise QueueFullError(retry_after=max(1, int(np.ceil(self._queued_texts / self._recent_rate))))
         self._jobs.append(job)
         self._queued_texts += count
+        self._queued_tokens += job.size
+        self._arrivals += 1
         self._metrics.queue_texts.set(self._queued_texts)
-        self._wake.set()
+        if not self._refill_target or self._full(self._refill_target):
+            self._wake.set()
 
     def withdraw(self, job: Job) -> None:
         """The client went away: drop its job if it has not started (freeing its place), and its answer."""
@@ -107,6 +118,7 @@ class Batcher:
             pass  # already running or done; its result is simply not sent
         else:
             self._queued_texts -= len(job.tokens)
+            self._queued_tokens -= job.size
             self._metrics.queue_texts.set(self._queued_texts)
         job.future.cancel()
 
@@ -125,11 +137,41 @@ class Batcher:
         for job in taken:
             self._jobs.remove(job)
             self._queued_texts -= len(job.tokens)
+            self._queued_tokens -= job.size
         self._metrics.queue_texts.set(self._queued_texts)
         return taken
 
+    def _full(self, target: int) -> bool:
+        """At least `target` texts wait, or a batch's worth of tokens."""
+        return self._queued_texts >= target or self._queued_tokens >= self._settings.max_batch_tokens
+
+    async def _refill(self, target: int) -> None:
+        """Wait until `target` texts are queued, while requests keep coming, at most as long as the last batch ran.
+
+        Requests keep coming while one arrived within the gap, or while the event loop was too busy to check on time
+        (answering the last batch and admitting the next requests is its work; it is late, not idle). Open-loop
+        traffic, whose clients do not come straight back, stops the wait after one quiet gap.
+        """
+        loop = asyncio.get_running_loop()
+        gap = self._settings.refill_gap_ms / 1000
+        deadline = loop.time() + max(self._last_run, 2 * gap)
+        self._refill_target = target
+        try:
+            while not self._full(target) and not self._stopping:
+                seen, start = self._arrivals, loop.time()
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), gap)  # set by submit once `target` texts wait
+                except TimeoutError:
+                    now = loop.time()
+                    if (self._arrivals == seen and now - start < 2 * gap) or now > deadline:
+                        return
+        finally:
+            self._refill_target = 0
+
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
+        target = 0  # texts the next batch should hold: those queued when the last one ended, and those it answered
         while True:
             if not self._jobs:
                 if self._stopping:
@@ -140,6 +182,9 @@ class Batcher:
                     # The worker was idle: let concurrent requests arriving right now join this batch.
                     await asyncio.sleep(self._settings.max_wait_ms / 1000)
                 continue
+            if target and self._settings.refill_gap_ms > 0:
+                await self._refill(target)
+            target = 0
             jobs = self._take()
             try:
                 results = await loop.run_in_executor(self._executor, self._infer, jobs)
@@ -148,9 +193,12 @@ class Batcher:
                     if not job.future.done():
                         job.future.set_exception(error)
                 continue
+            answered = 0
             for job, result in zip(jobs, results, strict=True):
                 if not job.future.done():
                     job.future.set_result(result)
+                    answered += len(job.tokens)
+            target = min(self._settings.max_batch_texts, self._queued_texts + answered)
 
     def _infer(self, jobs: list[Job]) -> list[Any]:
         """Runs in the inference thread: one Encoder call for all jobs, split back per job."""
@@ -165,6 +213,7 @@ class Batcher:
             if unit.any():
                 rows[unit] = l2_normalize(rows[unit])
         elapsed = time.perf_counter() - start
+        self._last_run = elapsed
         self._recent_rate = max(len(merged) / max(elapsed, 1e-6), 1.0)
         self._metrics.inference_seconds.observe(elapsed)
         self._metrics.batch_texts.observe(len(merged))

@@ -306,6 +306,41 @@ def test_max_wait_lets_an_idle_batcher_gather_concurrent_requests(tiny_model_dir
     assert float(calls.split()[-1]) == 1  # the first request waited 300 ms; the other 7, sent 100 ms later, joined it
 
 
+def test_refill_keeps_closed_loop_clients_in_one_batch(tiny_model_dir: Path) -> None:
+    """The real batcher and encoder, no HTTP: eight clients that each send their next request as soon as they have an
+    answer (after 0, 10 or 20 ms) are all in every batch with refill on; with it off the early ones run alone."""
+    from onnxbert.runtime import Pooling
+    from onnxbert.serve import ServerSettings
+    from onnxbert.serve.batcher import Batcher, Job
+    from onnxbert.serve.metrics import Metrics
+
+    encoder = Encoder(tiny_model_dir)
+
+    async def clients(refill_gap_ms: float) -> tuple[float, float]:
+        metrics = Metrics()
+        batcher = Batcher(encoder, ServerSettings(refill_gap_ms=refill_gap_ms), metrics)
+        batcher.start()
+
+        async def client(i: int) -> None:
+            for k in range(5):
+                text = f"client {i} asks question {k}"
+                job = Job(False, Pooling(encoder.default_pooling), encoder.tokenize([text]))
+                batcher.submit(job)
+                np.testing.assert_allclose(await job.future, encoder.embed([text]), atol=1e-5)  # its own row
+                await asyncio.sleep(0.01 * (i % 3))
+
+        await asyncio.gather(*(client(i) for i in range(8)))
+        await batcher.stop()
+        calls = metrics.registry.get_sample_value("onnxbert_batch_texts_count")
+        texts = metrics.registry.get_sample_value("onnxbert_batch_texts_sum")
+        assert calls is not None and texts == 40
+        return calls, texts
+
+    assert asyncio.run(clients(refill_gap_ms=30)) == (5, 40)  # every batch held all eight
+    calls, _ = asyncio.run(clients(refill_gap_ms=0))
+    assert calls > 5
+
+
 def test_full_queue_answers_429_with_retry_after(minilm_dir: Path) -> None:
     with server(minilm_dir, "--max-queue", "2") as (url, _):
 
