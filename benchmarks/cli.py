@@ -53,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     ab.add_argument("--a", default="", help="`onnxbert serve` flags of side A (default: none)")
     ab.add_argument("--b", default="", help="`onnxbert serve` flags of side B (default: none)")
     ab.add_argument("--concurrency", type=int, default=32)
+    ab.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="open loop instead: Poisson arrivals at this many requests/s, sides compared on p50 latency",
+    )
     ab.add_argument("--requests", type=int, default=1000, help="single-sentence requests per side and round")
     ab.add_argument("--rounds", type=int, default=12, help="alternating rounds (default 12)")
     ab.add_argument("--out", default="out/bench")
@@ -120,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
         directory = prepare(args.model, Path(args.cache)).directory
         settings = {"concurrency": args.concurrency, "requests": args.requests, "rounds": args.rounds}
-        result = run_ab(directory, args.a, args.b, **settings, out=Path(args.out), model=args.model)
+        result = run_ab(directory, args.a, args.b, **settings, out=Path(args.out), model=args.model, rate=args.rate)
         print(ab_markdown(result))
         return 0
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.env import environment
-from benchmarks.serve_load import _cpu_cell, _drive, _run, _start_server, _wait
+from benchmarks.serve_load import _cpu_cell, _drive, _drive_open, _run, _start_server, _wait
 from benchmarks.workloads import sentences
 from onnxbert.runtime import available_cpus
 
@@ -35,8 +35,13 @@ def run_ab(
     rounds: int,
     out: Path,
     model: str | None = None,
+    rate: float | None = None,
 ) -> dict[str, Any]:
-    """Drive servers A and B (`onnxbert serve DIRECTORY` plus each side's flags) in `rounds` alternating rounds."""
+    """Drive servers A and B (`onnxbert serve DIRECTORY` plus each side's flags) in `rounds` alternating rounds.
+
+    With `rate`, each round is open-loop instead (`_drive_open`: Poisson arrivals at that rate, whatever the answers
+    do) and the sides are compared on p50 latency, lower winning; otherwise on closed-loop throughput.
+    """
     if rounds < 2:
         raise SystemExit("serve-ab needs at least 2 rounds (each side goes first in one)")
     texts = sentences(requests)
@@ -53,20 +58,28 @@ def run_ab(
         for i in range(rounds):
             for name in ("A", "B") if i % 2 == 0 else ("B", "A"):
                 process, url = servers[name]
-                runs[name].append(_run(_drive(url, texts, concurrency, process.pid)))
+                drive = (
+                    _drive(url, texts, concurrency, process.pid)
+                    if rate is None
+                    else _drive_open(url, texts, rate, process.pid)
+                )
+                runs[name].append(_run(drive))
     finally:
         for process, _ in servers.values():
             process.send_signal(signal.SIGTERM)
         for process, _ in servers.values():
             process.wait(timeout=60)
-    ratios = [b["throughput"] / a["throughput"] for a, b in zip(runs["A"], runs["B"], strict=True)]
-    wins = sum(r > 1 for r in ratios)
+    metric = "throughput" if rate is None else "p50_ms"
+    ratios = [b[metric] / a[metric] for a, b in zip(runs["A"], runs["B"], strict=True)]
+    wins = sum(r > 1 if rate is None else r < 1 for r in ratios)
     result = {
         "model": model or directory.name,
         "directory": str(directory),
         "a_flags": a_flags,
         "b_flags": b_flags,
         "concurrency": concurrency,
+        "rate": rate,
+        "metric": metric,
         "requests": len(texts),
         "rounds": rounds,
         "median_ratio": float(np.median(ratios)),
@@ -102,14 +115,17 @@ def _sign_test(wins: int, rounds: int) -> float:
 def markdown(result: dict[str, Any]) -> str:
     a, b = result["sides"]["A"], result["sides"]["B"]
     q1, q3 = result["ratio_quartiles"]
+    open_loop = result.get("rate") is not None
+    load = f"open loop at {result['rate']:g} requests/s" if open_loop else f"concurrency {result['concurrency']}"
+    metric, key, better = ("p50 latency", "p50_ms", "lower") if open_loop else ("throughput", "throughput", "faster")
     lines = [
-        f"# onnxbert serve A/B ({result['model']}, concurrency {result['concurrency']}, {result['requests']} "
+        f"# onnxbert serve A/B ({result['model']}, {load}, {result['requests']} "
         f"single-sentence requests a round, {result['rounds']} rounds)",
         "",
         f"- A: `{' '.join(['onnxbert serve DIR', result['a_flags']]).strip()}`",
         f"- B: `{' '.join(['onnxbert serve DIR', result['b_flags']]).strip()}`",
         "",
-        f"**B/A throughput: median {result['median_ratio']:.3f}** (quartiles {q1:.3f}-{q3:.3f}); B faster in "
+        f"**B/A {metric}: median {result['median_ratio']:.3f}** (quartiles {q1:.3f}-{q3:.3f}); B {better} in "
         f"{result['b_wins']} of {result['rounds']} rounds (two-sided sign test p = {result['sign_test_p']:.2f}).",
         "",
         "| side | requests/s | p50 ms | p99 ms | texts per batch | inference busy | server CPU us/request (event loop) "
@@ -123,7 +139,16 @@ def markdown(result: dict[str, Any]) -> str:
             f"{side['client_cpu_us']:.0f} | "
             f"{side['failures']} |"
         )
-    lines += ["", "Medians over rounds. Per round (requests/s):", "", "| round | A | B | B/A |", "|---|---|---|---|"]
+    unit = "p50 ms" if open_loop else "requests/s"
+    lines += ["", f"Medians over rounds. Per round ({unit}):", "", "| round | A | B | B/A |", "|---|---|---|---|"]
     for i, (ra, rb, ratio) in enumerate(zip(result["runs"]["A"], result["runs"]["B"], result["ratios"], strict=True)):
-        lines.append(f"| {i + 1} | {ra['throughput']:.0f} | {rb['throughput']:.0f} | {ratio:.3f} |")
+        lines.append(
+            f"| {i + 1} | {ra[key]:.{1 if open_loop else 0}f} | {rb[key]:.{1 if open_loop else 0}f} | {ratio:.3f} |"
+        )
+    if open_loop:
+        lines += [
+            "",
+            "Open loop: requests leave at Poisson arrival times whatever the answers do, over a pool of keep-alive "
+            "connections; a request that finds them all busy waits and is timed from its scheduled time.",
+        ]
     return "\n".join(lines) + "\n"

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, cast
@@ -141,6 +142,99 @@ class _Load:
         self.open -= 1
         if self.open == 0 and not self.done.done():
             self.done.set_result(None)
+
+
+class _OpenClient(_Client):
+    """One connection of an open-loop load: it sends what the schedule hands it, then waits idle for the next."""
+
+    load: _OpenLoad
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.load.idle.append(self)
+
+    def send_next(self) -> None:
+        self.load.ready(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.load.open -= 1
+        if self.load.open == 0 and not self.load.done.done():  # the server went away: what is unanswered is lost
+            self.load.done.set_result(None)
+
+
+class _OpenLoad(_Load):
+    """Requests sent at scheduled (Poisson) times over a pool of keep-alive connections, whatever the answers do.
+
+    A request sent on an idle connection is timed from when it is written; one that finds every connection busy
+    waits in a backlog and is timed from its scheduled time, so the server's slowness is not hidden by the client
+    sending less (the coordinated omission that closed-loop clients have)."""
+
+    def __init__(self, address: str, texts: list[str], connections: int) -> None:
+        super().__init__(address, texts, connections)
+        self.idle: deque[_OpenClient] = deque()
+        self.backlog: deque[tuple[int, float]] = deque()  # (request, scheduled time)
+
+    def send(self, index: int, scheduled: float) -> None:
+        if not self.idle:
+            self.backlog.append((index, scheduled))
+            return
+        client = self.idle.pop()
+        assert client.transport is not None
+        client.start = time.perf_counter()
+        client.transport.write(self.requests[index])
+
+    def ready(self, client: _OpenClient) -> None:
+        """A connection finished its response: it takes the oldest waiting request, or goes idle."""
+        if len(self.latencies) == len(self.requests) and not self.done.done():
+            self.done.set_result(None)
+        if not self.backlog:
+            self.idle.append(client)
+            return
+        index, client.start = self.backlog.popleft()
+        assert client.transport is not None
+        client.transport.write(self.requests[index])
+
+
+async def _drive_open(url: str, texts: list[str], rate: float, server_pid: int | None = None) -> dict[str, Any]:
+    """Open-loop load: one single-sentence request per text at Poisson arrivals of `rate` per second (a fixed seed),
+    over up to 128 keep-alive connections; the same report as `_drive`, throughput being the rate achieved."""
+    address = url.removeprefix("http://")
+    host, port = address.rsplit(":", 1)
+    loop = asyncio.get_running_loop()
+    before = _counters(url)
+    load = _OpenLoad(address, texts, 128)
+    for _ in range(128):
+        await loop.create_connection(lambda: _OpenClient(load), host, int(port))
+    arrivals = np.cumsum(np.random.default_rng(0).exponential(1 / rate, len(texts)))
+    server_before = _server_cpu(server_pid)
+    cpu, start = time.process_time(), time.perf_counter()
+    for index, at in enumerate(arrivals):
+        delay = start + at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        load.send(index, start + at)
+    await asyncio.wait_for(load.done, timeout=600)
+    wall = time.perf_counter() - start
+    client_cpu = time.process_time() - cpu
+    server_after = _server_cpu(server_pid)
+    for client in list(load.idle):
+        assert client.transport is not None
+        client.transport.close()
+    after = _counters(url)
+    served = {name: after[name] - before[name] for name in after}
+    ms = np.asarray(load.latencies) * 1e3
+    return {
+        "rate": rate,
+        "requests": len(load.latencies),
+        "failures": load.failures + len(texts) - len(load.latencies),
+        "throughput": len(load.latencies) / wall,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_batch_texts": served["onnxbert_batch_texts_sum"] / max(served["onnxbert_batch_texts_count"], 1),
+        "inference_busy": served["onnxbert_inference_seconds_sum"] / wall,
+        "client_cpu_us": client_cpu / max(len(load.latencies), 1) * 1e6,
+        **_server_cpu_per_request(server_before, server_after, len(load.latencies)),
+    }
 
 
 def _content_length(head: bytes) -> int:

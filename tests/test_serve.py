@@ -174,6 +174,11 @@ def test_serve_ab_drives_two_servers_in_alternating_rounds(tiny_model_dir: Path,
     assert "B faster in" in (tmp_path / "serve_ab.md").read_text(encoding="utf-8")
     assert _sign_test(10, 12) == pytest.approx(158 / 4096) and _sign_test(2, 12) == _sign_test(10, 12)
     assert _sign_test(6, 12) == 1.0
+    # Open loop: every request answered at about the scheduled rate, sides compared on p50
+    paced = run_ab(tiny_model_dir, "--threads 1", "--threads 1 --refill-gap-ms 0", **settings, out=tmp_path, rate=200)
+    assert all(run["requests"] == 24 and run["failures"] == 0 for side in "AB" for run in paced["runs"][side])
+    assert all(run["throughput"] < 400 for side in "AB" for run in paced["runs"][side])  # paced, not flat out
+    assert paced["metric"] == "p50_ms" and "B/A p50 latency" in (tmp_path / "serve_ab.md").read_text(encoding="utf-8")
     with pytest.raises(SystemExit, match=r"server B .* exited"):
         run_ab(tiny_model_dir, "", "--no-such-flag", **settings, out=tmp_path)
 
