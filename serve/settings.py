@@ -37,9 +37,9 @@ class ServerSettings:
     # arriving (each within this gap of the last, or while the event loop is busy admitting them) and no longer than
     # the batch took to run, so that the next batch holds them too. Without it, closed-loop clients settle into two
     # cohorts of half size, one queueing while the other's batch runs (TEI-style continuous batching). 0: off.
-    # serve-ab, MiniLM fp32, 2 cores: concurrency 8 +15-18% (batches of 4.0 -> 8.0 texts, p50 19.1 -> 16.5 ms,
-    # 8 of 8 rounds), concurrency 32 +3% to +11% (15.6 -> 31.2 texts), concurrency 1 and 128 unchanged; open-loop
-    # Poisson traffic at 100-400 requests/s pays 0.3-0.7 ms of p50.
+    # serve-ab, MiniLM fp32, 2 cores: concurrency 8 +11% and +15-18% (4.0 -> 8.0 texts per batch, p50 21.8 -> 19.0
+    # ms, every round won), concurrency 32 +3% (15.6 -> 31.2 texts; 12 of 16 rounds, twice), concurrency 1 and 128
+    # unchanged; open-loop Poisson traffic, whose clients do not come straight back, pays p50: +0.9 ms at 250/s.
     refill_gap_ms: float = 0.5
     max_queue: int = 2048  # texts waiting; past this, 429 with Retry-After
     max_client_batch: int = 64  # inputs per request; past this, 422
