@@ -220,21 +220,7 @@ async def _drive_open(url: str, texts: list[str], rate: float, server_pid: int |
     for client in list(load.idle):
         assert client.transport is not None
         client.transport.close()
-    after = _counters(url)
-    served = {name: after[name] - before[name] for name in after}
-    ms = np.asarray(load.latencies) * 1e3
-    return {
-        "rate": rate,
-        "requests": len(load.latencies),
-        "failures": load.failures + len(texts) - len(load.latencies),
-        "throughput": len(load.latencies) / wall,
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "mean_batch_texts": served["onnxbert_batch_texts_sum"] / max(served["onnxbert_batch_texts_count"], 1),
-        "inference_busy": served["onnxbert_inference_seconds_sum"] / wall,
-        "client_cpu_us": client_cpu / max(len(load.latencies), 1) * 1e6,
-        **_server_cpu_per_request(server_before, server_after, len(load.latencies)),
-    }
+    return {"rate": rate, **_report(load, wall, client_cpu, before, _counters(url), server_before, server_after)}
 
 
 def _content_length(head: bytes) -> int:
@@ -277,20 +263,33 @@ async def _drive(url: str, texts: list[str], concurrency: int, server_pid: int |
     client_cpu = time.process_time() - cpu
     server_after = _server_cpu(server_pid)
     after = _counters(url)
+    return {"concurrency": concurrency, **_report(load, wall, client_cpu, before, after, server_before, server_after)}
+
+
+def _report(
+    load: _Load,
+    wall: float,
+    client_cpu: float,
+    before: dict[str, float],
+    after: dict[str, float],
+    server_before: tuple[float, float] | None,
+    server_after: tuple[float, float] | None,
+) -> dict[str, Any]:
+    """One level's figures: the answers, the latencies, and what /metrics and /proc say the server did meanwhile."""
     served = {name: after[name] - before[name] for name in after}
     ms = np.asarray(load.latencies) * 1e3
+    answered = len(load.latencies)
     return {
-        "concurrency": concurrency,
-        "requests": len(load.latencies),
-        "failures": load.failures + len(texts) - len(load.latencies),  # bad answers, and requests never answered
-        "throughput": len(load.latencies) / wall,
+        "requests": answered,
+        "failures": load.failures + len(load.requests) - answered,  # bad answers, and requests never answered
+        "throughput": answered / wall,
         "p50_ms": float(np.percentile(ms, 50)),
         "p99_ms": float(np.percentile(ms, 99)),
         # What the batcher made of it: texts per Encoder call, and the share of the wall clock spent inferring
         "mean_batch_texts": served["onnxbert_batch_texts_sum"] / max(served["onnxbert_batch_texts_count"], 1),
         "inference_busy": served["onnxbert_inference_seconds_sum"] / wall,
-        "client_cpu_us": client_cpu / max(len(load.latencies), 1) * 1e6,
-        **_server_cpu_per_request(server_before, server_after, len(load.latencies)),
+        "client_cpu_us": client_cpu / max(answered, 1) * 1e6,
+        **_server_cpu_per_request(server_before, server_after, answered),
     }
 
 
