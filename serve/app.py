@@ -200,6 +200,9 @@ def _install_routes(app: FastAPI, state: State) -> None:
             "max_input_length": encoder().max_length if state.ready else None,
             "default_pooling": encoder().default_pooling if state.ready else None,
             "max_batch_tokens": state.settings.max_batch_tokens,
+            "max_batch_texts": state.settings.max_batch_texts,
+            "max_wait_ms": state.settings.max_wait_ms,
+            "refill_gap_ms": state.settings.refill_gap_ms,
             "max_client_batch_size": state.settings.max_client_batch,
             "max_queue": state.settings.max_queue,
         }

@@ -89,6 +89,7 @@ def minilm_server(minilm_dir: Path) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def tiny_server(tiny_model_dir: Path) -> Iterator[str]:
     flags = ("--max-client-batch", "4", "--payload-limit", "20000", "--api-key", "s3cret", "--spinning")
+    flags += ("--refill-gap-ms", "2")
     with server(tiny_model_dir, *flags) as (url, _):
         yield url
 
@@ -202,6 +203,7 @@ def test_tei_endpoints_match_the_encoder(tiny_server: str, tiny_model_dir: Path)
     info = httpx.get(f"{tiny_server}/info", headers=AUTH).json()
     assert info["hidden_size"] == 32 and info["variant"] == "fp32" and info["max_client_batch_size"] == 4
     assert info["spinning"] is True  # --spinning reached the session (read back from its options)
+    assert info["refill_gap_ms"] == 2 and info["max_wait_ms"] == 0 and info["max_batch_texts"] == 32
     assert "onnxbert_requests_total" in httpx.get(f"{tiny_server}/metrics").text
     assert httpx.get(f"{tiny_server}/openapi.json").json()["paths"].keys() >= {"/v1/embeddings", "/embed"}
 
