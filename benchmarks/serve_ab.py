@@ -44,6 +44,8 @@ def run_ab(
     """
     if rounds < 2:
         raise SystemExit("serve-ab needs at least 2 rounds (each side goes first in one)")
+    if rate is not None and not rate > 0:
+        raise SystemExit(f"--rate {rate}: an open-loop rate must be a positive number of requests/s")
     texts = sentences(requests)
     sides = {"A": shlex.split(a_flags), "B": shlex.split(b_flags)}
     servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}

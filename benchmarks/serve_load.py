@@ -156,11 +156,6 @@ class _OpenClient(_Client):
     def send_next(self) -> None:
         self.load.ready(self)
 
-    def connection_lost(self, error: Exception | None) -> None:
-        self.load.open -= 1
-        if self.load.open == 0 and not self.load.done.done():  # the server went away: what is unanswered is lost
-            self.load.done.set_result(None)
-
 
 class _OpenLoad(_Load):
     """Requests sent at scheduled (Poisson) times over a pool of keep-alive connections, whatever the answers do.

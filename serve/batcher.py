@@ -148,9 +148,10 @@ class Batcher:
     async def _refill(self, target: int) -> None:
         """Wait until `target` texts are queued, while requests keep coming, at most as long as the last batch ran.
 
-        Requests keep coming while one arrived within the gap, or while the event loop was too busy to check on time
-        (answering the last batch and admitting the next requests is its work; it is late, not idle). Open-loop
-        traffic, whose clients do not come straight back, stops the wait after one quiet gap.
+        That cap is never under two gaps, whatever the last batch took. Requests keep coming while one arrived within
+        the gap, or while the event loop was too busy to check on time (answering the last batch and admitting the
+        next requests is its work; it is late, not idle). Open-loop traffic, whose clients do not come straight back,
+        stops the wait after one quiet gap.
         """
         loop = asyncio.get_running_loop()
         gap = self._settings.refill_gap_ms / 1000

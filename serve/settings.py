@@ -37,10 +37,10 @@ class ServerSettings:
     # arriving (each within this gap of the last, or while the event loop is busy admitting them) and no longer than
     # the batch took to run, so that the next batch holds them too. Without it, closed-loop clients settle into two
     # cohorts of half size, one queueing while the other's batch runs (TEI-style continuous batching). 0: off.
-    # serve-ab, MiniLM fp32, 2 cores: concurrency 8 +11% and +15-18% (4.0 -> 8.0 texts per batch, p50 21.8 -> 19.0
-    # ms, every round won), concurrency 32 +3% (15.6 -> 31.2 texts; 12 of 16 rounds, twice), concurrency 1 and 128
-    # unchanged within noise (0.92-0.99 and 1.006); open-loop Poisson traffic, whose clients do not come straight
-    # back, pays p50: +0.9 ms at 250/s.
+    # serve-ab, MiniLM fp32, 2 cores: concurrency 8 +11% and +16% (+18% with a 2 ms gap; 4.0 -> 8.0 texts per batch,
+    # p50 21.8 -> 19.0 ms, every round won), concurrency 32 +3% (15.6 -> 31.2 texts; 11 and 12 of 16 rounds in two
+    # runs), concurrency 1 and 128 unchanged within noise (0.92-0.99 and 1.006); open-loop Poisson traffic, whose
+    # clients do not come straight back, pays p50: +0.9 ms at 250/s.
     refill_gap_ms: float = 0.5
     max_queue: int = 2048  # texts waiting; past this, 429 with Retry-After
     max_client_batch: int = 64  # inputs per request; past this, 422

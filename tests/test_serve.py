@@ -182,6 +182,8 @@ def test_serve_ab_drives_two_servers_in_alternating_rounds(tiny_model_dir: Path,
     assert paced["metric"] == "p50_ms" and "B/A p50 latency" in (tmp_path / "serve_ab.md").read_text(encoding="utf-8")
     with pytest.raises(SystemExit, match=r"server B .* exited"):
         run_ab(tiny_model_dir, "", "--no-such-flag", **settings, out=tmp_path)
+    with pytest.raises(SystemExit, match="positive"):
+        run_ab(tiny_model_dir, "", "", **settings, out=tmp_path, rate=0)
 
 
 def test_tei_endpoints_match_the_encoder(tiny_server: str, tiny_model_dir: Path) -> None:
