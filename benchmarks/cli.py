@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ab.add_argument("--cache", default="out/bench-cache")
     sens = commands.add_parser("int8-sensitivity", help="quality and speed of int8 recipes and probes vs fp32")
     sens.add_argument("--model", default="minilm", choices=MODELS)
-    sens.add_argument("--texts", type=int, default=None, help="first N unique STS-B dev sentences (default: all)")
+    sens.add_argument("--pairs", type=int, default=None, help="first N STS-B dev pairs (default: all 1,500)")
     sens.add_argument("--threads", type=int, default=None)
     sens.add_argument("--out", default="out/bench")
     sens.add_argument("--cache", default="out/bench-cache")
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.int8_sensitivity import run_sensitivity
         from onnxbert.runtime import available_cpus
 
-        run_sensitivity(args.model, args.texts, Path(args.cache), Path(args.out), args.threads or available_cpus())
+        run_sensitivity(args.model, args.pairs, Path(args.cache), Path(args.out), args.threads or available_cpus())
         return 0
 
     if args.command == "report":

@@ -1,12 +1,12 @@
 """Which int8 recipe keeps quality, at what speed? Every candidate measured on real text against fp32.
 
-    python -m benchmarks int8-sensitivity [--model minilm] [--texts N] [--out DIR]
+    python -m benchmarks int8-sensitivity [--model minilm] [--pairs N] [--out DIR]
 
 Candidates: ONNX Runtime's stock `quantize_dynamic` (what most exporters ship), each recipe on onnxbert's ladder,
-and per-group / per-layer probes (one group or one layer's mode changed) that show where quality is lost. Each
-graph is installed as the int8 variant of a copy of the model directory and loaded through the public Encoder;
-vectors are compared with the fp32 variant on the unique STS-B dev sentences (all 2,910 unless --texts) (mean / worst cosine, top-10
-neighbour agreement, STS-B Spearman on the pairs among them) and one embed call over all N texts is timed.
+and per-group / per-layer probes (one group or one layer's mode changed) that show where quality is lost. Each is
+judged exactly as export's int8 gate judges (export/judge.py): placed with its packed twin in a scratch model
+directory, embedded by the public Encoder, compared with the fp32 variant on the STS-B dev sentences (all 1,500 pairs
+unless --pairs): mean / worst cosine, top-10 neighbour agreement, STS-B Spearman, and one timed embed call.
 Calibration uses STS-B train, as export does.
 """
 
@@ -15,25 +15,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
+import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from benchmarks.models import prepare
-from benchmarks.quality import spearman, top_k_agreement
 from onnxbert.export.calibration import calibrate
-from onnxbert.export.int8 import GROUPS, Recipe, find_targets, quantize
-from onnxbert.export.int8_gate import CALIBRATION_SENTENCES, LADDER
-from onnxbert.export.sts import StsPairs, sts_pairs, unique_sentences
-from onnxbert.runtime import Encoder, Manifest
-from onnxbert.runtime.manifest import sha256_file
-from onnxbert.runtime.tokenize import TextTokenizer
+from onnxbert.export.int8 import Recipe, quantize
+from onnxbert.export.int8_gate import LADDER, calibration_tokens
+from onnxbert.export.judge import Judge, SelectionText
+from onnxbert.export.progress import Progress
+from onnxbert.export.sts import StsPairs, sts_pairs
+from onnxbert.export.targets import GROUPS, find_targets
+from onnxbert.runtime import Manifest, Pooling
 
 STOCK = "ORT quantize_dynamic, all ops (stock)"
 
@@ -68,78 +66,65 @@ def _stock(source: Path, target: Path) -> None:
         root.setLevel(level)
 
 
-def _install(directory: Path, graph: Path) -> None:
-    """Make `graph` the directory's int8 variant, with the manifest's hash and size updated to match."""
-    manifest = Manifest.load(directory)
-    shutil.copyfile(graph, directory / "model.int8.onnx")
-    variant = dataclasses.replace(manifest.variants["int8"], sha256=sha256_file(graph), bytes=graph.stat().st_size)
-    dataclasses.replace(manifest, variants={**manifest.variants, "int8": variant}).save(directory)
-
-
-def _timed_embed(encoder: Encoder, texts: list[str]) -> tuple[Any, float]:
-    encoder.embed(texts[:64])
-    start = time.perf_counter()
-    vectors = encoder.embed(texts, normalize=True)
-    return vectors, time.perf_counter() - start
-
-
-def _spearman(vectors: np.ndarray, texts: list[str], pairs: StsPairs) -> float:
-    row = {text: i for i, text in enumerate(texts)}
-    kept = [i for i, (a, b) in enumerate(zip(pairs.left, pairs.right, strict=True)) if a in row and b in row]
-    left = vectors[[row[pairs.left[i]] for i in kept]]
-    right = vectors[[row[pairs.right[i]] for i in kept]]
-    return spearman((left * right).sum(axis=1), [pairs.scores[i] for i in kept])
-
-
-def _row(
-    label: str, vectors: np.ndarray, reference: np.ndarray, seconds: float, fp32_seconds: float, drop: float
-) -> dict[str, Any]:
-    cosines = (vectors * reference).sum(axis=1)
-    return {
-        "candidate": label,
-        "mean_cosine": float(cosines.mean()),
-        "min_cosine": float(cosines.min()),
-        "top10": top_k_agreement(vectors, reference),
-        "spearman_drop": drop,
-        "seconds": seconds,
-        "speed_vs_fp32": fp32_seconds / seconds,
-    }
-
-
-def run_sensitivity(model: str, count: int | None, cache: Path, out: Path, threads: int) -> list[dict[str, Any]]:
-    source = prepare(model, cache).directory
+def _first_pairs(count: int | None) -> StsPairs:
     pairs = sts_pairs("dev")
-    texts = unique_sentences(pairs, count)
-    reference, fp32_seconds = _timed_embed(Encoder(source, variant="fp32", threads=threads, spinning=False), texts)
+    return StsPairs(pairs.left[:count], pairs.right[:count], pairs.scores[:count]) if count else pairs
+
+
+def _row(label: str, figures: dict[str, Any]) -> dict[str, Any]:
+    keys = ("mean_cosine", "min_cosine", "spearman_drop", "seconds", "speed_vs_fp32")
+    return {"candidate": label, "top10": figures["top10_agreement"], **{key: figures[key] for key in keys}}
+
+
+def run_sensitivity(model: str, pairs: int | None, cache: Path, out: Path, threads: int) -> list[dict[str, Any]]:
+    source = prepare(model, cache).directory
     manifest = Manifest.load(source)
     fused = source / "model.onnx"
     targets = find_targets(onnx.load(str(fused)), manifest.architecture.num_layers)
-    tokenizer = TextTokenizer(source / "tokenizer.json", max_length=manifest.tokenizer.max_length)
-    calibration = tokenizer.encode(unique_sentences(sts_pairs("train"), CALIBRATION_SENTENCES))
-    stats = calibrate(fused, targets, calibration, manifest.tokenizer.pad_id)
-    cache: dict[Any, Any] = {}
-    fp32_spearman = _spearman(reference, texts, pairs)
-    rows = [_row("fp32", reference, reference, fp32_seconds, fp32_seconds, 0.0)]
+    stats = calibrate(
+        fused,
+        targets,
+        calibration_tokens(source / "tokenizer.json", manifest.tokenizer.max_length),
+        manifest.tokenizer.pad_id,
+    )
+    weights: dict[Any, Any] = {}
+    text = SelectionText.from_pairs(_first_pairs(pairs))
     with tempfile.TemporaryDirectory() as scratch:
-        work = Path(shutil.copytree(source, Path(scratch) / "model"))
-        graph = Path(scratch) / "candidate.onnx"
+        judge = Judge(
+            Path(scratch),
+            manifest,
+            source / "tokenizer.json",
+            Pooling.parse(manifest.default_pooling),
+            text,
+            Progress(sys.stderr),
+            threads=threads,
+        )
+        judge.set_reference(fused)
+        rows = [
+            {
+                "candidate": "fp32",
+                "mean_cosine": 1.0,
+                "min_cosine": 1.0,
+                "top10": 1.0,
+                "spearman_drop": 0.0,
+                "seconds": judge.reference_seconds,
+                "speed_vs_fp32": 1.0,
+            }
+        ]
         for recipe in [None, *_candidates(manifest.architecture.num_layers)]:
+            graph = judge.slot()
             if recipe is None:
                 _stock(fused, graph)
             else:
-                quantize(fused, graph, recipe, targets, stats, cache)
-            _install(work, graph)
-            vectors, seconds = _timed_embed(Encoder(work, variant="int8", threads=threads, spinning=False), texts)
-            drop = fp32_spearman - _spearman(vectors, texts, pairs)
-            label = STOCK if recipe is None else recipe.name
-            rows.append(_row(label, vectors, reference, seconds, fp32_seconds, drop))
+                quantize(fused, graph, recipe, targets, stats, weights)
+            rows.append(_row(STOCK if recipe is None else recipe.name, judge.measure(graph)))
             r = rows[-1]
             print(
                 f"{r['candidate']:42s} cos {r['mean_cosine']:.5f} (min {r['min_cosine']:.4f}) top10 {r['top10']:.3f} "
                 f"Spearman {-r['spearman_drop']:+.4f} {r['speed_vs_fp32']:.2f}x fp32",
                 flush=True,
             )
-    _write(out, model, len(texts), threads, rows)
+    _write(out, model, len(text.sentences), threads, rows)
     return rows
 
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from onnxbert.export.verify import rankdata, spearman, top_k_agreement  # shared with export's gates
+from onnxbert.export import quality
 
-__all__ = ["agreement", "model_flops", "rankdata", "spearman", "sts_spearman", "top_k_agreement"]
+__all__ = ["agreement", "model_flops", "sts_spearman"]
 
 
 def model_flops(lengths: list[int], config: dict[str, Any]) -> float:
@@ -18,17 +18,13 @@ def model_flops(lengths: list[int], config: dict[str, Any]) -> float:
     return float(layers * per_layer + len(lengths) * 2 * h * h)
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-
-
 def agreement(vectors: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    cosines = (_unit(vectors) * _unit(reference)).sum(axis=1)
+    similarity = quality.cosines(vectors, reference)
     return {
-        "mean_cosine": float(cosines.mean()),
-        "min_cosine": float(cosines.min()),
+        "mean_cosine": float(similarity.mean()),
+        "min_cosine": float(similarity.min()),
         "max_abs_diff": float(np.abs(vectors - reference).max()),
-        "top10_agreement": top_k_agreement(vectors, reference),
+        "top10_agreement": quality.top_k_agreement(vectors, reference),
     }
 
 
@@ -36,6 +32,4 @@ def sts_spearman(
     vectors: np.ndarray, index: dict[str, int], left: list[str], right: list[str], gold: list[float]
 ) -> float:
     """Spearman between gold similarity and the cosine of each pair's vectors (the STS-B dev metric)."""
-    a = _unit(vectors[[index[s] for s in left]])
-    b = _unit(vectors[[index[s] for s in right]])
-    return spearman((a * b).sum(axis=1), np.asarray(gold))
+    return quality.sts_spearman(vectors, [index[s] for s in left], [index[s] for s in right], gold)

@@ -1,4 +1,4 @@
-"""Build a staged model directory: graph variants, tokenizer, config, and a manifest with verification figures."""
+"""Build a staged model directory: graph variants, tokenizer, config, and a manifest with verification states."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import onnxruntime as ort
 from tokenizers import Tokenizer
+from transformers import BertModel
 
 from onnxbert.runtime.manifest import (
     FORMAT_VERSION,
     Architecture,
     Manifest,
-    PackedGraph,
     TensorSpec,
     TokenizerSettings,
     Variant,
@@ -28,20 +28,19 @@ from onnxbert.runtime.tokenize import TextTokenizer
 from .convert import INPUT_NAMES, export_graph, load_model
 from .errors import ExportError
 from .int8_gate import Int8Budget, choose_int8
+from .judge import Judge, SelectionText
 from .optimize import check_fusions, fuse, fusion_counts, operator_counts, to_fp16
-from .packed import write_packed
+from .progress import Progress
 from .sentences import VERIFICATION_SENTENCES
 from .source import Checkpoint
+from .stage import FILES, record_variant
 from .tokenizer import default_pooling, load_tokenizer, lowercases, resolve_max_length, write_tokenizer_config
-from .verify import Reference, compare, reference_outputs
-
-if TYPE_CHECKING:
-    from .pipeline import Progress
+from .verify import Reference, Verdict, check_tokenizer, compare, reference_outputs
 
 __all__ = ["Built", "Int8Options", "build_directory"]
 
-FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
-_PROVIDERS = {"fp32": "cpu", "int8": "cpu", "fp16": "cuda"}
+# Which verified variant `variant="auto"` loads on a CPU (CUDA prefers a passed fp16 at load time).
+_DEFAULT_ORDER = ("fp32", "int8", "fp16")
 
 
 @dataclass(frozen=True)
@@ -53,13 +52,6 @@ class Built:
 
 
 @dataclass(frozen=True)
-class _Shape:
-    layers: int
-    heads: int
-    hidden: int
-
-
-@dataclass(frozen=True)
 class Int8Options:
     """What the int8 variant must keep of fp32 quality, and which recipe to try ('auto': fastest within budget)."""
 
@@ -68,13 +60,14 @@ class Int8Options:
 
 
 @dataclass(frozen=True)
-class _Text:
-    """The staged tokenizer and what the int8 gate needs to run graphs like the runtime does."""
+class _Work:
+    """What every variant is built from: the raw and fused graphs, the base manifest, and a scratch directory."""
 
-    tokenizer: Path
-    max_length: int
-    pad_id: int
-    pooling: Pooling
+    raw: Path
+    fused: Path
+    scratch: Path
+    base: Manifest
+    say: Progress
 
 
 def _architecture(config: dict[str, Any], has_pooler: bool) -> Architecture:
@@ -91,74 +84,62 @@ def _architecture(config: dict[str, Any], has_pooler: bool) -> Architecture:
     )
 
 
-def _build_variant(
-    name: str, fused: Path, raw: Path, directory: Path, shape: _Shape, text: _Text, int8: Int8Options, say: Progress
-) -> Variant:
-    target = directory / FILES[name]
+def _build_variant(name: str, directory: Path, work: _Work, int8: Int8Options) -> Variant:
+    """Write one variant's graph (and packed twin) into `directory`; its record, not yet verified."""
+    arch, target = work.base.architecture, directory / FILES[name]
     recipe: dict[str, Any]
     if name == "fp32":
-        shutil.copyfile(fused, target)
-        fusions, recipe = check_fusions(target, shape.layers), {"method": "fp32", "skip_layernorm": "split"}
+        shutil.copyfile(work.fused, target)
+        fusions, recipe = check_fusions(target, arch.num_layers), {"method": "fp32", "skip_layernorm": "split"}
     elif name == "int8":
+        judge = Judge(
+            work.scratch / "int8",
+            work.base,
+            directory / work.base.tokenizer.file,
+            Pooling.parse(work.base.default_pooling),
+            SelectionText.sts_dev(),
+            work.say,
+        )
         recipe = choose_int8(
-            fused,
+            work.fused,
             target,
-            num_layers=shape.layers,
-            tokenizer_path=text.tokenizer,
-            max_length=text.max_length,
-            pad_id=text.pad_id,
-            pooling=text.pooling,
+            num_layers=arch.num_layers,
+            judge=judge,
+            max_length=work.base.tokenizer.max_length,
+            pad_id=work.base.tokenizer.pad_id,
             budget=int8.budget,
             recipe=int8.recipe,
-            say=say,
         )
         counts = operator_counts(target)
         fusions = {**fusion_counts(counts), "MatMulIntegerToFloat": counts.get("MatMulIntegerToFloat", 0)}
     else:
-        fusions = to_fp16(raw, target, num_heads=shape.heads, hidden_size=shape.hidden, num_layers=shape.layers)
+        shape = {"num_heads": arch.num_heads, "hidden_size": arch.hidden_size, "num_layers": arch.num_layers}
+        fusions = to_fp16(work.raw, target, **shape)
         recipe = {"method": "fp16", "keep_io_types": True}
-    return Variant(
-        file=target.name,
-        sha256=sha256_file(target),
-        bytes=target.stat().st_size,
-        precision=name,
-        provider=_PROVIDERS[name],
-        fusions=fusions,
-        verification={},
-        recipe=recipe,
-        packed=_packed_twin(target, say) if _PROVIDERS[name] == "cpu" else None,
-    )
+    return record_variant(target, name, fusions=fusions, recipe=recipe, say=work.say)
 
 
-def _packed_twin(graph: Path, say: Progress) -> PackedGraph | None:
-    """The variant's padding-free twin (CPU only: CUDA's Attention with a 3D mask is unverified here)."""
-    twin = write_packed(graph)
-    if isinstance(twin, str):
-        say.say(f"{graph.name}: no packed twin ({twin}); the runtime pads its batches")
-        return None
-    return PackedGraph(file=twin.name, sha256=sha256_file(twin), bytes=twin.stat().st_size)
-
-
-def _verify(directory: Path, name: str, texts: list[str], reference: Reference) -> dict[str, Any]:
-    if name != "fp16":
-        return compare(directory, name, texts, reference, provider="cpu")
+def _verify(directory: Path, work: _Work, variant: Variant, reference: Reference) -> Verdict:
+    texts = list(VERIFICATION_SENTENCES)
+    if variant.provider == "cpu":
+        return compare(directory, work.base, variant, texts, reference, provider="cpu")
     if "CUDAExecutionProvider" in ort.get_available_providers():
-        return compare(directory, name, texts, reference, provider="cuda")
+        return compare(directory, work.base, variant, texts, reference, provider="cuda")
     # fp16 attention kernels are CUDA-only in onnxruntime: the structure was checked, the numbers cannot be here.
-    return {"passed": True, "verified": False, "reason": "no CUDA provider on the exporting machine"}
+    return Verdict("unverified", {"reason": "no CUDA provider on the exporting machine: fp16 was not run"})
 
 
 def _stage_tokenizer(
-    checkpoint: Checkpoint, directory: Path, tokenizer: Tokenizer, max_length: int | None, has_pooler: bool
-) -> tuple[TokenizerSettings, _Text, str]:
-    """Write tokenizer.json, tokenizer_config.json and config.json; the manifest's settings and the int8 gate's."""
+    checkpoint: Checkpoint, directory: Path, tokenizer: Tokenizer, max_length: int | None
+) -> TokenizerSettings:
+    """Write tokenizer.json, tokenizer_config.json and config.json; the manifest's tokenizer settings."""
     tokenizer.save(str(directory / "tokenizer.json"))
     shutil.copyfile(checkpoint.path / "config.json", directory / "config.json")
     length = resolve_max_length(checkpoint, max_length)
     write_tokenizer_config(checkpoint, directory, tokenizer, length)
     pad_token = "[PAD]" if tokenizer.token_to_id("[PAD]") is not None else "<pad>"
     pad_id = tokenizer.token_to_id(pad_token)
-    settings = TokenizerSettings(
+    return TokenizerSettings(
         file="tokenizer.json",
         sha256=sha256_file(directory / "tokenizer.json"),
         vocab_size=tokenizer.get_vocab_size(),
@@ -167,9 +148,47 @@ def _stage_tokenizer(
         pad_id=int(pad_id if pad_id is not None else checkpoint.config.get("pad_token_id", 0)),
         pad_token=pad_token,
     )
-    pooling, pooling_source = default_pooling(checkpoint, has_pooler)
-    text = _Text(directory / "tokenizer.json", length, settings.pad_id, Pooling.parse(pooling))
-    return settings, text, pooling_source
+
+
+def _reference(
+    model: BertModel, checkpoint: Checkpoint, directory: Path, settings: TokenizerSettings, say: Progress
+) -> tuple[Reference, TokenizerSettings]:
+    """Transformers' outputs on the verification texts, after checking the tokenizers agree on them."""
+    texts = list(VERIFICATION_SENTENCES)
+    with say.step(f"running transformers on {len(texts)} verification texts"):
+        tokens = TextTokenizer(directory / settings.file, max_length=settings.max_length)
+        checked = check_tokenizer(checkpoint.path, tokens, texts)
+        reference = reference_outputs(model, tokens.encode(texts).ids, settings.pad_id)
+    return reference, replace(settings, verification=checked)
+
+
+def _base_manifest(
+    checkpoint: Checkpoint,
+    arch: Architecture,
+    settings: TokenizerSettings,
+    outputs: list[str],
+    versions: dict[str, str],
+) -> Manifest:
+    """Everything but the variants: what each variant is judged with, and the final manifest's skeleton."""
+    pooling, pooling_source = default_pooling(checkpoint, arch.has_pooler)
+    return Manifest(
+        format_version=FORMAT_VERSION,
+        source={
+            "model": checkpoint.model_id,
+            "revision": checkpoint.revision,
+            "files": checkpoint.files,
+            "default_pooling_from": pooling_source,
+        },
+        architecture=arch,
+        inputs=[TensorSpec(name, "int64", ["batch", "sequence"]) for name in INPUT_NAMES],
+        outputs=[TensorSpec("last_hidden_state", "float32", ["batch", "sequence", arch.hidden_size])]
+        + ([TensorSpec("pooler_output", "float32", ["batch", arch.hidden_size])] if "pooler_output" in outputs else []),
+        tokenizer=settings,
+        default_pooling=Pooling.parse(pooling).value,
+        default_variant=None,
+        variants={},
+        versions=versions,
+    )
 
 
 def build_directory(
@@ -183,62 +202,36 @@ def build_directory(
     versions: dict[str, str],
     say: Progress,
 ) -> Built:
-    """Write every requested variant and the manifest into `directory`, each variant verified."""
+    """Write every requested variant into `directory`, each verified, then the manifest once."""
     with say.step("loading model"):
         model, has_pooler = load_model(checkpoint)
         tokenizer = load_tokenizer(checkpoint)
-    config = checkpoint.config
-    arch = _architecture(config, has_pooler)
-    shape = _Shape(arch.num_layers, arch.num_heads, arch.hidden_size)
+    arch = _architecture(checkpoint.config, has_pooler)
     if tokenizer.get_vocab_size() > arch.vocab_size:
         raise ExportError(
             f"the tokenizer has {tokenizer.get_vocab_size()} tokens but the model only {arch.vocab_size} embedding "
             "rows: ids past the table would read out of bounds"
         )
-    settings, text, pooling_source = _stage_tokenizer(checkpoint, directory, tokenizer, max_length, has_pooler)
+    settings = _stage_tokenizer(checkpoint, directory, tokenizer, max_length)
+    reference, settings = _reference(model, checkpoint, directory, settings, say)
     seconds: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(dir=directory) as work:
-        raw, fused = Path(work) / "raw.onnx", Path(work) / "fused.onnx"
+    built: dict[str, Variant] = {}
+    with tempfile.TemporaryDirectory(dir=directory) as scratch:
+        raw, fused = Path(scratch) / "raw.onnx", Path(scratch) / "fused.onnx"
         with say.step(f"exporting graph (opset {opset})"):
             outputs = export_graph(model, raw, with_pooler=has_pooler, opset=opset)
         with say.step("fusing (ONNX Runtime BERT optimizer)"):
-            fuse(raw, fused, num_heads=shape.heads, hidden_size=shape.hidden, num_layers=shape.layers)
-        built: dict[str, Variant] = {}
+            fuse(raw, fused, num_heads=arch.num_heads, hidden_size=arch.hidden_size, num_layers=arch.num_layers)
+        work = _Work(raw, fused, Path(scratch), _base_manifest(checkpoint, arch, settings, outputs, versions), say)
         for name in variants:
             start = time.perf_counter()
             with say.step(f"building {name}"):
-                built[name] = _build_variant(name, fused, raw, directory, shape, text, int8, say)
+                variant = _build_variant(name, directory, work, int8)
+            with say.step(f"verifying {name}"):
+                verdict = _verify(directory, work, variant, reference)
+            built[name] = replace(variant, state=verdict.state, verification=verdict.figures)
             seconds[name] = time.perf_counter() - start
-    manifest = Manifest(
-        format_version=FORMAT_VERSION,
-        source={
-            "model": checkpoint.model_id,
-            "revision": checkpoint.revision,
-            "files": checkpoint.files,
-            "default_pooling_from": pooling_source,
-        },
-        architecture=arch,
-        inputs=[TensorSpec(name, "int64", ["batch", "sequence"]) for name in INPUT_NAMES],
-        outputs=[TensorSpec("last_hidden_state", "float32", ["batch", "sequence", arch.hidden_size])]
-        + ([TensorSpec("pooler_output", "float32", ["batch", arch.hidden_size])] if "pooler_output" in outputs else []),
-        tokenizer=settings,
-        default_pooling=text.pooling.value,
-        default_variant="fp32" if "fp32" in built else variants[0],
-        variants=built,
-        versions=versions,
-    )
-    manifest.save(directory)
-    texts = list(VERIFICATION_SENTENCES)
-    with say.step(f"running transformers on {len(texts)} verification texts"):
-        tokens = TextTokenizer(text.tokenizer, max_length=manifest.tokenizer.max_length)
-        ids = tokens.encode(texts).ids
-        reference = reference_outputs(model, ids, manifest.tokenizer.pad_id)
-    for name in variants:
-        start = time.perf_counter()
-        with say.step(f"verifying {name}"):
-            figures = _verify(directory, name, texts, reference)
-        seconds[name] += time.perf_counter() - start
-        built[name] = replace(built[name], verification=figures)
-    manifest = replace(manifest, variants=built)
+    default = next((name for name in _DEFAULT_ORDER if name in built and built[name].state == "passed"), None)
+    manifest = replace(work.base, variants=built, default_variant=default)
     manifest.save(directory)
     return Built(manifest, seconds)

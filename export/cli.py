@@ -12,10 +12,10 @@ from .pipeline import ExportResult, export_model
 __all__ = ["format_figures", "run_export", "summary_table"]
 
 
-def format_figures(figures: dict[str, Any]) -> str:
-    """One short line of the verification figures that matter for a variant."""
-    if figures.get("verified") is False:
-        return f"not run: {figures.get('reason', '')}"
+def format_figures(figures: dict[str, Any], state: str | None = None) -> str:
+    """One short line of the verification figures that matter for a variant, and its state."""
+    if "reason" in figures:
+        return f"[{state or 'unverified'}: {figures['reason']}]"
     parts = []
     if "max_abs_hidden" in figures:
         parts.append(f"max|Δ| hidden {figures['max_abs_hidden']:.1e}")
@@ -25,8 +25,9 @@ def format_figures(figures: dict[str, Any]) -> str:
         parts.append(f"cos {figures['mean_cosine']:.4f} (min {figures['min_cosine']:.4f})")
     if "top10_agreement" in figures:
         parts.append(f"top10 {figures['top10_agreement']:.3f}")
-    status = "pass" if figures.get("passed") else "FAIL " + "; ".join(figures.get("failures", []))
-    return ", ".join(parts) + f"  [{status}]"
+    failures = figures.get("failures", [])
+    status = state or ("failed" if failures else "passed")
+    return ", ".join(parts) + f"  [{status}{': ' + '; '.join(failures) if failures else ''}]"
 
 
 _SHORT_OPS = {
@@ -49,7 +50,7 @@ def summary_table(result: ExportResult) -> str:
                 variant.file,
                 f"{variant.bytes / 1e6:.1f}",
                 fusions,
-                format_figures(variant.verification),
+                format_figures(variant.verification, variant.state),
                 f"{result.seconds.get(name, 0.0):.1f}",
             )
         )
@@ -77,8 +78,9 @@ def run_export(args: argparse.Namespace) -> int:
         for name, figures in error.figures.items():
             print(f"  {name}: {format_figures(figures)}", file=sys.stderr)
         return 1
+    default = result.manifest.default_variant or "none (no variant passed verification; load one by name)"
     print(
-        f"wrote {result.directory} (default variant: {result.manifest.default_variant}, "
+        f"wrote {result.directory} (default variant: {default}, "
         f"pooling: {result.manifest.default_pooling}, max_length: {result.manifest.tokenizer.max_length})"
     )
     print(summary_table(result))

@@ -1,10 +1,5 @@
-"""int8 for CPUs: each of a layer's four projections quantized one of four ways, as a recipe says.
+"""int8 for CPUs: each of a layer's four projections (export/targets.py) quantized one of four ways, as a recipe says.
 
-Projections ("groups"), found from the fused graph's structure rather than from node names:
-  qkv               the fused Attention's input projection (H -> 3H)
-  attention_output  the MatMul after attention (H -> H)
-  ffn_in            the MatMul that feeds Gelu (H -> I)
-  ffn_out           the MatMul that reads Gelu's output (I -> H)
 Modes:
   fp32     left alone
   dynamic  ONNX Runtime's classic dynamic int8: one uint8 range per batch tensor, found at run time
@@ -36,14 +31,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .calibration import Calibration, round_columns
 from .errors import ExportError
+from .targets import GROUPS, Target
 
-__all__ = ["GROUPS", "MODES", "Recipe", "Target", "expected_counts", "find_targets", "quantize"]
+__all__ = ["MODES", "Recipe", "expected_counts", "quantize"]
 
 Float32Array = npt.NDArray[np.float32]
 
-GROUPS = ("qkv", "attention_output", "ffn_in", "ffn_out")
 MODES = ("fp32", "dynamic", "static", "rows")
-_GELU = {"Gelu", "BiasGelu", "FastGelu"}
 _MS = "com.microsoft"
 _ROWS_OPSET = 21  # QuantizeLinear with block_size: one scale per token
 _GELU_MIN = 0.17  # erf Gelu's minimum is -0.16997
@@ -82,54 +76,6 @@ class Recipe:
             "fp32_groups": [[layer, group] for layer, group in self.fp32_groups],
             "weights": "int8 symmetric, per output column, GPTQ rounding on the calibration text",
         }
-
-
-@dataclass(frozen=True)
-class Target:
-    """One quantizable node: which group and layer it is, its activation input and its weight."""
-
-    node: str
-    group: str
-    layer: int
-    activation: str
-    weight: str
-
-
-def find_targets(model: onnx.ModelProto, num_layers: int) -> list[Target]:
-    """The four projections of every layer, in graph order; any other pattern is an error, not a partial int8."""
-    graph = model.graph
-    weights = {init.name for init in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = collections.defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            consumers[name].append(node)
-    targets: list[Target] = []
-    layer = -1
-    for node in graph.node:
-        if node.op_type == "Attention":
-            layer += 1
-            targets.append(Target(node.name, "qkv", layer, node.input[0], node.input[1]))
-        elif node.op_type == "MatMul" and node.input[1] in weights and layer >= 0:
-            source = producer.get(node.input[0])
-            if source is not None and source.op_type == "Attention":
-                group = "attention_output"
-            elif any(user.op_type in _GELU for user in consumers[node.output[0]]):
-                group = "ffn_in"
-            elif source is not None and source.op_type in _GELU:
-                group = "ffn_out"
-            else:
-                continue
-            targets.append(Target(node.name, group, layer, node.input[0], node.input[1]))
-    if len({t.node for t in targets}) != len(targets) or not all(t.node for t in targets):
-        raise ExportError("int8 needs unique node names on the fused graph's projections")
-    per_layer = collections.Counter((t.layer, t.group) for t in targets)
-    if layer + 1 != num_layers or any(per_layer[(i, g)] != 1 for i in range(num_layers) for g in GROUPS):
-        raise ExportError(
-            f"int8 expects one {'/'.join(GROUPS)} projection per layer in the fused graph ({num_layers} layers); "
-            f"found {dict(collections.Counter(t.group for t in targets))}"
-        )
-    return targets
 
 
 def expected_counts(recipe: Recipe, targets: list[Target]) -> dict[str, int]:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -18,10 +16,11 @@ from onnxbert.runtime.manifest import PRECISIONS, Manifest
 
 from .errors import ExportError, VerificationError
 from .int8_gate import Int8Budget, parse_recipe
+from .progress import Progress
 from .source import resolve_checkpoint
 from .sts import sts_pairs
 
-__all__ = ["ExportResult", "Progress", "export_model", "parse_variants"]
+__all__ = ["ExportResult", "export_model", "parse_variants"]
 
 
 @dataclass(frozen=True)
@@ -40,26 +39,6 @@ def parse_variants(variants: str | Sequence[str]) -> list[str]:
     if unknown or not names:
         raise ExportError(f"variants {unknown or names!r} not understood; choose from {', '.join(PRECISIONS)}")
     return [p for p in PRECISIONS if p in names]
-
-
-class Progress:
-    """Step lines on stderr, so a slow export shows where it is."""
-
-    def __init__(self, stream: TextIO | None) -> None:
-        self.stream = stream
-
-    @contextmanager
-    def step(self, what: str) -> Iterator[None]:
-        """Announce a step and its duration."""
-        start = time.perf_counter()
-        self.say(f"{what} ...")
-        yield
-        self.say(f"{what}: done in {time.perf_counter() - start:.1f}s")
-
-    def say(self, line: str) -> None:
-        """One progress line."""
-        if self.stream is not None:
-            print(f"[onnxbert export] {line}", file=self.stream, flush=True)
 
 
 def _prepare_output(output: Path, force: bool) -> None:
@@ -134,9 +113,9 @@ def export_model(
             versions=_versions(),
             say=say,
         )
-        failed = [name for name, v in built.manifest.variants.items() if not v.verification.get("passed", True)]
+        failed = [name for name, v in built.manifest.variants.items() if v.state == "failed"]
         if failed:
-            figures = {name: v.verification for name, v in built.manifest.variants.items()}
+            figures = {name: {"state": v.state, **v.verification} for name, v in built.manifest.variants.items()}
             raise VerificationError(f"variants {failed} failed verification; nothing was written", figures)
         if target.exists():
             shutil.rmtree(target)

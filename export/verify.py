@@ -1,4 +1,8 @@
-"""Compare each exported variant, run through the real runtime Encoder, with the transformers model."""
+"""Compare each exported variant, run through the runtime's Encoder, with the transformers model.
+
+A variant's state is what was measured: `passed` its gate, `failed` it (nothing is then written), or `unverified`
+with the reason (fp16 needs CUDA to run). A gate figure that should exist and does not is a failure, not a pass.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from transformers import BertModel
+from transformers import AutoTokenizer, BertModel
 
-from onnxbert.runtime import Encoder
+from onnxbert.runtime.manifest import Manifest, Variant
+from onnxbert.runtime.tokenize import TextTokenizer
 
-__all__ = ["GATES", "Reference", "compare", "rankdata", "reference_outputs", "spearman", "top_k_agreement"]
+from .errors import VerificationError
+from .quality import cosines, top_k_agreement
+from .stage import open_variant
+
+__all__ = ["GATES", "Reference", "Verdict", "check_tokenizer", "compare", "reference_outputs"]
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -33,6 +42,32 @@ class Reference:
     hidden: list[Float32Array]  # each (tokens_i, H)
     pooler: Float32Array | None  # (n, H)
     mean: Float32Array  # (n, H) mask-aware mean of `hidden`
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A variant's state and the figures behind it."""
+
+    state: str  # passed, failed or unverified
+    figures: dict[str, Any]
+
+
+def check_tokenizer(checkpoint: Path, tokenizer: TextTokenizer, texts: list[str]) -> dict[str, Any]:
+    """The runtime's ids must be transformers' ids for the checkpoint, text for text; else VerificationError."""
+    theirs = AutoTokenizer.from_pretrained(str(checkpoint))
+    expected = theirs(texts, truncation=True, max_length=tokenizer.max_length)["input_ids"]
+    ours = tokenizer.encode(texts).ids
+    differ = [i for i, (a, b) in enumerate(zip(ours, expected, strict=True)) if a.tolist() != list(b)]
+    figures = {"texts": len(texts), "against": type(theirs).__name__, "mismatches": len(differ)}
+    if differ:
+        first = differ[0]
+        raise VerificationError(
+            f"the exported tokenizer disagrees with transformers' {type(theirs).__name__} on {len(differ)} of "
+            f"{len(texts)} verification texts; first: {texts[first]!r} -> {ours[first].tolist()} vs "
+            f"{list(expected[first])}. Nothing was written",
+            {"tokenizer": figures},
+        )
+    return {**figures, "state": "passed"}
 
 
 def reference_outputs(
@@ -59,77 +94,52 @@ def reference_outputs(
     return Reference(hidden, np.concatenate(pooler) if pooler else None, mean)
 
 
-def _cosines(a: Float32Array, b: Float32Array) -> Float32Array:
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return np.asarray((a * b).sum(axis=1), dtype=np.float32)
-
-
-def top_k_agreement(a: Float32Array, b: Float32Array, k: int = 10) -> float:
-    """Mean share of each text's k nearest neighbours (by cosine, self excluded) that both vector sets agree on."""
-
-    def neighbours(v: Float32Array) -> npt.NDArray[np.intp]:
-        unit = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-        sims = unit @ unit.T
-        np.fill_diagonal(sims, -np.inf)
-        return np.argpartition(-sims, k, axis=1)[:, :k]  # the k best, unordered: membership is what counts
-
-    left, right = neighbours(a), neighbours(b)
-    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(left, right, strict=True)]))
-
-
-def rankdata(values: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
-    """Ranks with ties averaged (as scipy.stats.rankdata)."""
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[order] = np.arange(1, len(values) + 1)
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    averaged: npt.NDArray[np.float64] = (np.bincount(inverse, weights=ranks) / counts)[inverse]
-    return averaged
-
-
-def spearman(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
-    """Spearman rank correlation of two equal-length sequences."""
-    return float(np.corrcoef(rankdata(np.asarray(a)), rankdata(np.asarray(b)))[0, 1])
+def _gate(variant: Variant, has_pooler: bool) -> dict[str, float]:
+    """The bounds that apply to this variant: pooler figures where the model has one, packed where it has a twin."""
+    gate = dict(GATES[variant.precision])
+    if not has_pooler:
+        gate.pop("max_abs_pooler", None)
+    if variant.packed is None:
+        gate = {name: bound for name, bound in gate.items() if not name.endswith("_packed")}
+    return gate
 
 
 def compare(
-    directory: Path, variant: str, texts: list[str], reference: Reference, *, provider: str = "cpu"
-) -> dict[str, Any]:
+    directory: Path, base: Manifest, variant: Variant, texts: list[str], reference: Reference, *, provider: str
+) -> Verdict:
     """Figures for one variant against the reference, and whether they pass that variant's gate.
 
     The variant's own graph (what other ONNX tools load) and, where exported, its packed twin are both judged.
     """
-    encoder = Encoder(directory, variant=variant, provider=provider, packing=False)
+    encoder = open_variant(directory, base, variant, provider=provider, packing=False)
     out = encoder.encode(texts)
     max_hidden = max(float(np.abs(h - r).max()) for h, r in zip(out.last_hidden_state, reference.hidden, strict=True))
     mean = np.stack([h.mean(axis=0) for h in out.last_hidden_state]).astype(np.float32)
-    cosines = _cosines(mean, reference.mean)
+    similarity = cosines(mean, reference.mean)
     figures: dict[str, Any] = {
         "texts": len(texts),
         "provider": provider,
         "max_abs_hidden": max_hidden,
-        "mean_cosine": float(cosines.mean()),
-        "min_cosine": float(cosines.min()),
+        "mean_cosine": float(similarity.mean()),
+        "min_cosine": float(similarity.min()),
         "top10_agreement": top_k_agreement(mean, reference.mean, k=10),
     }
     if reference.pooler is not None and out.pooler_output is not None:
         figures["max_abs_pooler"] = float(np.abs(out.pooler_output - reference.pooler).max())
-    packed = Encoder(directory, variant=variant, provider=provider, packing=True)
-    if packed.packing:
+    if variant.packed is not None:
+        packed = open_variant(directory, base, variant, provider=provider, packing=True)
         packed_mean = packed.embed(texts, pooling="mean")  # texts share rows: many short ones per row
         figures["max_abs_mean_packed"] = float(np.abs(packed_mean - reference.mean).max())
-        figures["mean_cosine_packed"] = float(_cosines(packed_mean, reference.mean).mean())
-    gate = GATES[variant]
+        figures["mean_cosine_packed"] = float(cosines(packed_mean, reference.mean).mean())
+    gate = _gate(variant, base.architecture.has_pooler)
     failures = []
     for name, bound in gate.items():
         value = figures.get(name)
+        upper = name.startswith("max_abs")
         if value is None:
-            continue
-        ok = value <= bound if name.startswith("max_abs") else value >= bound
-        if not ok:
-            failures.append(f"{name}={value:.3g} (needs {'<=' if name.startswith('max_abs') else '>='} {bound})")
+            failures.append(f"{name} was not measured")
+        elif (value > bound) if upper else (value < bound):
+            failures.append(f"{name}={value:.3g} (needs {'<=' if upper else '>='} {bound})")
     figures["gate"] = gate
-    figures["passed"] = not failures
     figures["failures"] = failures
-    return figures
+    return Verdict("failed" if failures else "passed", figures)

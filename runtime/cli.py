@@ -141,13 +141,13 @@ def run_info(args: argparse.Namespace) -> int:
     )
     print(f"tokenizer:  max_length {manifest.tokenizer.max_length}, lowercase {manifest.tokenizer.lowercase}")
     print(f"pooling:    {manifest.default_pooling} ({manifest.source.get('default_pooling_from', '')})")
-    print(f"default:    {manifest.default_variant}")
+    print(f"default:    {manifest.default_variant or 'none: no variant passed verification'}")
     print("versions:   " + ", ".join(f"{k} {v}" for k, v in manifest.versions.items()))
     for name, variant in manifest.variants.items():
-        figures = {k: v for k, v in variant.verification.items() if k not in ("gate", "failures")}
+        figures = {k: v for k, v in variant.verification.items() if k not in ("gate", "failures", "reason")}
         twin = f", packed twin {variant.packed.file}" if variant.packed else ""
-        print(
-            f"{name}: {variant.file} ({variant.bytes / 1e6:.1f} MB, for {variant.provider}{twin}) "
-            + json.dumps(figures, default=str)
-        )
+        state = variant.state + (f" ({variant.reason})" if variant.reason else "")
+        print(f"{name}: {state}, {variant.file} ({variant.bytes / 1e6:.1f} MB, for {variant.provider}{twin})")
+        if figures:
+            print("      " + json.dumps(figures, default=str))
     return 0

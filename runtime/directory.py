@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,16 +39,40 @@ class ModelDirectory:
 
 
 def _choose_variant(manifest: Manifest, variant: str, provider: Provider) -> str:
+    """`auto`: a variant that passed verification, fp16 first on CUDA.
+
+    A named one loads even when unverified or built for another provider, with a warning: asking by name is the
+    user's explicit choice.
+    """
     if variant == "auto":
-        if provider is Provider.CUDA and "fp16" in manifest.variants:
+        fp16 = manifest.variants.get("fp16")
+        if provider is Provider.CUDA and fp16 is not None and fp16.state == "passed":
             return "fp16"
+        if manifest.default_variant is None:
+            states = ", ".join(f"{name} {v.state} ({v.reason})" for name, v in manifest.variants.items())
+            raise ModelDirectoryError(
+                f"no variant of this directory passed verification ({states}); pass variant=NAME to load one "
+                "anyway, or export a verified variant into it"
+            )
         return manifest.default_variant
     if variant not in PRECISIONS:
         raise ValueError(f"variant={variant!r} is not supported; use 'auto' or one of {', '.join(PRECISIONS)}")
-    if variant not in manifest.variants:
+    chosen = manifest.variants.get(variant)
+    if chosen is None:
+        kept = ",".join(name for name in PRECISIONS if name in manifest.variants or name == variant)
         raise ModelDirectoryError(
             f"variant {variant!r} was not exported into this directory (it has {sorted(manifest.variants)}); "
-            f"export it with `onnxbert export MODEL --output DIR --variants {variant} --force`"
+            f"export it with `onnxbert export MODEL --output DIR --variants {kept} --force` (keeps the others)"
+        )
+    if chosen.state == "failed":
+        raise ModelDirectoryError(f"variant {variant!r} failed verification ({chosen.reason}); {REEXPORT_HINT}")
+    if chosen.state == "unverified":
+        warnings.warn(f"variant {variant!r} is unverified: {chosen.reason}", UserWarning, stacklevel=4)
+    if chosen.provider != provider.value:
+        warnings.warn(
+            f"variant {variant!r} is built for {chosen.provider}, and runs here on {provider.value} unverified",
+            UserWarning,
+            stacklevel=4,
         )
     return variant
 
@@ -71,13 +96,19 @@ def _check_file(path: Path, *, expected_sha256: str, expected_bytes: int | None,
 
 
 def open_directory(
-    path: str | Path, *, variant: str, provider: Provider, packing: bool, verify_hashes: bool
+    path: str | Path,
+    *,
+    variant: str,
+    provider: Provider,
+    packing: bool,
+    verify_hashes: bool,
+    manifest: Manifest | None = None,
 ) -> ModelDirectory:
-    """Read the manifest, choose the variant and check every file it names (the packed twin only when wanted)."""
+    """Read the manifest (unless given), choose the variant and check every file it names (the twin when wanted)."""
     root = Path(path)
     if not root.is_dir():
         raise ModelDirectoryError(f"{root} is not a directory; create one with `onnxbert export MODEL --output {root}`")
-    manifest = Manifest.load(root)
+    manifest = manifest if manifest is not None else Manifest.load(root)
     name = _choose_variant(manifest, variant, provider)
     chosen = manifest.variants[name]
     graph_path = root / chosen.file

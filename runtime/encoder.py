@@ -17,7 +17,7 @@ from .pooling import normalize as l2_normalize
 from .session import Provider, create_session
 from .tokenize import TextTokenizer, Tokenized, check_texts
 
-__all__ = ["Encoder", "EncoderOutput", "padded_batch"]
+__all__ = ["Encoder", "EncoderOutput"]
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -31,20 +31,6 @@ class EncoderOutput:
     input_ids: list[npt.NDArray[np.int64]]  # each (tokens_i,), special tokens included
     truncated: npt.NDArray[np.bool_]  # (n,) True where the text was cut at max_length
     offsets: list[list[tuple[int, int]]] | None  # character spans per token, when asked
-
-
-def padded_batch(
-    tokens: Tokenized, index: npt.NDArray[np.int64], pad_id: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Right-padded ids (B, T) and attention mask (B, T) for the texts at `index`, T = the longest of them."""
-    width = int(tokens.lengths[index].max())
-    ids = np.full((len(index), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(index), width), dtype=np.int64)
-    for row, position in enumerate(index):
-        length = tokens.lengths[position]
-        ids[row, :length] = tokens.ids[position]
-        mask[row, :length] = 1
-    return ids, mask
 
 
 @dataclass(frozen=True)
@@ -76,9 +62,13 @@ class Encoder:
         spinning: bool = True,
         packing: bool = True,
         verify_hashes: bool = True,
+        manifest: Manifest | None = None,
     ) -> None:
+        """Load `path`'s variant; `manifest` stands in for its onnxbert.json (export judges before writing one)."""
         chosen = Provider.parse(provider).resolve()
-        self._dir = open_directory(path, variant=variant, provider=chosen, packing=packing, verify_hashes=verify_hashes)
+        self._dir = open_directory(
+            path, variant=variant, provider=chosen, packing=packing, verify_hashes=verify_hashes, manifest=manifest
+        )
         limit = self._dir.manifest.tokenizer.max_length
         if max_length is not None and not (isinstance(max_length, int) and 2 <= max_length <= limit):
             raise ValueError(f"max_length={max_length!r} must be an int in [2, {limit}] (the exported maximum)")

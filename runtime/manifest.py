@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from .errors import REEXPORT_HINT, ModelDirectoryError
+from .pooling import POOLINGS
 
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_NAME",
     "POOLINGS",
     "PRECISIONS",
+    "STATES",
     "Architecture",
     "Manifest",
     "PackedGraph",
@@ -28,10 +30,12 @@ __all__ = [
     "sha256_file",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)  # 1: before verification states; its `passed` / `verified` flags are read into `state`
 MANIFEST_NAME = "onnxbert.json"
-POOLINGS = ("pooler", "cls", "mean", "max")
 PRECISIONS = ("fp32", "int8", "fp16")
+# What export measured of a variant: passed its gate, failed it (never written), or could not be run (the reason).
+STATES = ("passed", "failed", "unverified")
 
 
 def sha256_file(path: Path) -> str:
@@ -79,6 +83,7 @@ class TokenizerSettings:
     pad_id: int
     pad_token: str
     truncation_side: str = "right"
+    verification: dict[str, Any] = field(default_factory=dict)  # ids compared with transformers' tokenizer
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,7 @@ class PackedGraph:
 
 @dataclass(frozen=True)
 class Variant:
-    """One ONNX file of the directory and the figures it passed at export."""
+    """One ONNX file of the directory, its verification state and the figures measured at export."""
 
     file: str
     sha256: str
@@ -105,14 +110,26 @@ class Variant:
     provider: str
     fusions: dict[str, int]
     verification: dict[str, Any]
+    state: str = "unverified"  # one of STATES; `verification["reason"]` says why when unverified
     recipe: dict[str, Any] = field(default_factory=dict)
     packed: PackedGraph | None = None  # absent in directories exported before packing, and for fp16 (CUDA)
 
+    @property
+    def reason(self) -> str:
+        """Why the variant is unverified or failed ('' when it passed)."""
+        failures = "; ".join(self.verification.get("failures", []))
+        return "" if self.state == "passed" else str(self.verification.get("reason") or failures)
+
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Variant:
+    def from_dict(cls, raw: dict[str, Any], version: int = FORMAT_VERSION) -> Variant:
         """Build from parsed JSON."""
         packed = raw.get("packed")
-        return cls(**{**raw, "packed": PackedGraph(**packed) if packed is not None else None})
+        fields = {**raw, "packed": PackedGraph(**packed) if packed is not None else None}
+        if version == 1:
+            figures = raw.get("verification", {})
+            verified = figures.get("verified", True) is not False
+            fields["state"] = "unverified" if not verified else "passed" if figures.get("passed") is True else "failed"
+        return cls(**fields)
 
 
 @dataclass(frozen=True)
@@ -126,7 +143,7 @@ class Manifest:
     outputs: list[TensorSpec]
     tokenizer: TokenizerSettings
     default_pooling: str
-    default_variant: str
+    default_variant: str | None  # the variant `variant="auto"` loads: a passed one; None when none passed
     variants: dict[str, Variant]
     versions: dict[str, str]
 
@@ -161,9 +178,9 @@ class Manifest:
         if not isinstance(raw, dict) or raw.get("format") != "onnxbert":
             raise ModelDirectoryError(f'{path} is not an onnxbert manifest (no "format": "onnxbert")')
         version = raw.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in _READABLE_VERSIONS:
             raise ModelDirectoryError(
-                f"{path} has format_version {version!r}; this onnxbert reads version {FORMAT_VERSION}; "
+                f"{path} has format_version {version!r}; this onnxbert reads versions {_READABLE_VERSIONS}; "
                 f"{REEXPORT_HINT} or install the onnxbert that wrote it"
             )
         try:
@@ -176,15 +193,18 @@ class Manifest:
                 tokenizer=TokenizerSettings(**raw["tokenizer"]),
                 default_pooling=raw["default_pooling"],
                 default_variant=raw["default_variant"],
-                variants={name: Variant.from_dict(spec) for name, spec in raw["variants"].items()},
+                variants={name: Variant.from_dict(spec, version) for name, spec in raw["variants"].items()},
                 versions=dict(raw["versions"]),
             )
         except (KeyError, TypeError) as error:
             raise ModelDirectoryError(f"{path} is malformed ({error!r}); {REEXPORT_HINT}") from error
         if manifest.default_pooling not in POOLINGS:
             raise ModelDirectoryError(f"{path}: default_pooling {manifest.default_pooling!r} not in {POOLINGS}")
-        if manifest.default_variant not in manifest.variants:
+        if manifest.default_variant is not None and manifest.default_variant not in manifest.variants:
             raise ModelDirectoryError(
                 f"{path}: default_variant {manifest.default_variant!r} is not one of {sorted(manifest.variants)}"
             )
+        bad = {name: v.state for name, v in manifest.variants.items() if v.state not in STATES}
+        if bad:
+            raise ModelDirectoryError(f"{path}: variant states {bad} are not among {STATES}")
         return manifest

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,13 +155,16 @@ def layout(tokens: Tokenized, rows: list[Int64Array], pad_id: int, *, packing_in
 
 def plan_layouts(
     tokens: Tokenized, *, packed: bool, packing_inputs: bool, max_batch_tokens: int, max_batch_size: int, pad_id: int
-) -> list[Layout]:
-    """Runs over all texts: packed rows, or one text per row; runs cut by `plan_batches` over the row widths."""
+) -> Iterator[Layout]:
+    """Runs over all texts: packed rows, or one text per row; runs cut by `plan_batches` over the row widths.
+
+    Each run's feeds are built only when the caller asks for that run, so memory follows the run, not the corpus.
+    """
     lengths = tokens.lengths
     rows = pack_rows(lengths) if packed else [np.array([i], dtype=np.int64) for i in range(len(lengths))]
     widths = np.array([int(lengths[members].sum()) for members in rows], dtype=np.int64)
-    runs = plan_batches(widths, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
-    return [layout(tokens, [rows[i] for i in run], pad_id, packing_inputs=packing_inputs) for run in runs]
+    for run in plan_batches(widths, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size):
+        yield layout(tokens, [rows[i] for i in run], pad_id, packing_inputs=packing_inputs)
 
 
 def segment_pool(hidden: Float32Array, run: Layout, method: str) -> Float32Array:

@@ -1,4 +1,4 @@
-"""Sentence pooling over token-level hidden states, vectorized in float32."""
+"""How sentence vectors are made from token vectors (the Encoder pools per text: packing.segment_pool)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy.typing as npt
 
 from .errors import parse_choice
 
-__all__ = ["Pooling", "normalize", "pool"]
+__all__ = ["POOLINGS", "Pooling", "normalize"]
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -28,28 +28,7 @@ class Pooling(str, enum.Enum):
         return parse_choice(cls, value, "pooling")
 
 
-def pool(
-    hidden: Float32Array,  # (B, T, H)
-    mask: npt.NDArray[np.int64],  # (B, T), 1 for real tokens
-    method: Pooling,
-    pooler_output: Float32Array | None,  # (B, H) or None when the graph has no pooler
-) -> Float32Array:
-    """One (B, H) float32 row per sequence. Every sequence has at least one real token ([CLS])."""
-    if method is Pooling.POOLER:
-        if pooler_output is None:
-            raise ValueError("pooling='pooler' needs a graph with pooler_output; this model has no pooler weights")
-        return np.ascontiguousarray(pooler_output, dtype=np.float32)
-    if method is Pooling.CLS:
-        return np.ascontiguousarray(hidden[:, 0, :], dtype=np.float32)
-    weights = mask.astype(np.float32)  # (B, T)
-    if method is Pooling.MEAN:
-        counts = np.maximum(weights.sum(axis=1, keepdims=True), 1.0)  # (B, 1); never 0, so never NaN
-        summed: Float32Array = np.einsum("bth,bt->bh", hidden, weights, dtype=np.float32)  # no (B, T, H) mask copy
-        mean: Float32Array = summed / counts
-        return mean
-    masked = np.where(mask[:, :, None].astype(bool), hidden, np.float32(-np.inf))  # (B, T, H)
-    peak: Float32Array = masked.max(axis=1).astype(np.float32, copy=False)
-    return peak
+POOLINGS = tuple(method.value for method in Pooling)
 
 
 def normalize(vectors: Float32Array) -> Float32Array:

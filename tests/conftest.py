@@ -1,50 +1,35 @@
-"""Shared fixtures: tiny random BERTs built here (never downloaded) and the real all-MiniLM-L6-v2 exported once."""
+"""Shared fixtures and the test tiers.
+
+- Fast tier (`python -m pytest`): everything not marked slow.
+- `slow`: end-to-end runs that take minutes (a local Ray cluster, MiniLM's full strict int8 export); CI runs them
+  with `python -m pytest -m slow`.
+- `export`: needs the export extra (torch, transformers, onnx); applied here to every test that uses a fixture
+  exporting with torch. A `onnxbert[cpu,serve,dev]` install runs `python -m pytest -m "not export"`: the runtime and
+  server tests on the committed tiny model directory.
+"""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import pytest
+from tiny_model import TINY_MODEL, build_tiny_checkpoint, export_tiny
 
-# Words, word pieces and CJK characters: enough to exercise WordPiece, lower-casing and Chinese character splitting.
-TINY_VOCAB = [
-    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
-    "the", "a", "man", "woman", "is", "playing", "guitar", "dog", "runs", "hello", "world", "weather", "good",
-    "today", "cat", "sat", "on", "mat", ".", ",", "!", "?", "play", "##ing", "##s", "run", "##ed", "and", "of",
-    "今", "天", "气", "真", "好", "啊", "我", "喜", "欢", "中", "国",
-]  # fmt: skip
+# Fixtures that export with torch: a test using any of them needs the export extra.
+_EXPORT_FIXTURES = {"tiny_checkpoint", "tiny_export_dir", "minilm_dir", "minilm_int8_dir", "minilm_torch"}
 
 
-def tiny_vocab_file(directory: Path) -> Path:
-    path = directory / "vocab.txt"
-    path.write_text("\n".join(TINY_VOCAB) + "\n", encoding="utf-8")
-    return path
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _EXPORT_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.export)
 
 
-def build_tiny_checkpoint(directory: Path, *, tokenizer_json: bool = True, pooler: bool = True, seed: int = 0) -> Path:
-    """A 2-layer, hidden-32 BertModel with fixed random weights, saved as safetensors with its vocabulary."""
-    import torch
-    from tokenizers.implementations import BertWordPieceTokenizer
-    from transformers import BertConfig, BertModel
-
-    directory.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=len(TINY_VOCAB),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    BertModel(config, add_pooling_layer=pooler).eval().save_pretrained(directory)
-    vocab = tiny_vocab_file(directory)
-    (directory / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}), encoding="utf-8")
-    if tokenizer_json:
-        BertWordPieceTokenizer(str(vocab), lowercase=True).save(str(directory / "tokenizer.json"))
-    return directory
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    """The committed export of the tiny checkpoint (tests/tiny_model.py): read it, never write into it."""
+    return TINY_MODEL
 
 
 @pytest.fixture(scope="session")
@@ -53,13 +38,9 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from onnxbert.export import export_model
-
-    out = tmp_path_factory.mktemp("tiny-export") / "model"
-    # Random weights: int8 quality on them means nothing, so no budget; the real model is held to 'strict'.
-    export_model(tiny_checkpoint, out, variants="fp32,int8,fp16", int8_quality="any", progress=False)
-    return out
+def tiny_export_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint exported now, by this checkout's exporter."""
+    return export_tiny(tiny_checkpoint, tmp_path_factory.mktemp("tiny-export") / "model")
 
 
 def minilm_path() -> Path:
@@ -71,10 +52,20 @@ def minilm_path() -> Path:
 
 @pytest.fixture(scope="session")
 def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real all-MiniLM-L6-v2 exported by the default command (fp32 + int8)."""
+    """The real all-MiniLM-L6-v2, fp32 only (seconds to export): parity, packing, runtime and server tests."""
     from onnxbert.export import export_model
 
     out = tmp_path_factory.mktemp("minilm") / "model"
+    export_model(None, out, variants="fp32", progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm_int8_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real all-MiniLM-L6-v2 exported by the default command (fp32 + int8 under `strict`): slow tests only."""
+    from onnxbert.export import export_model
+
+    out = tmp_path_factory.mktemp("minilm-int8") / "model"
     export_model(None, out, progress=False)
     return out
 

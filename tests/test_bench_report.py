@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 pytest.importorskip("matplotlib")
+pytest.importorskip("torch", reason="the benchmarks need the export extra")
 
 from benchmarks import report
-from benchmarks.quality import rankdata, spearman, top_k_agreement
+from onnxbert.export.quality import rankdata, spearman, top_k_agreement
 
 SYSTEMS = ["pytorch", "pytorch-sorted", "onnxbert-fp32", "onnxbert-int8"]
 

@@ -89,6 +89,7 @@ def local_ray() -> Iterator[None]:
         ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_data_map_batches_matches_encoder_in_order(local_ray: None, minilm_dir: Path) -> None:
     import ray.data
 
@@ -100,6 +101,7 @@ def test_ray_data_map_batches_matches_encoder_in_order(local_ray: None, minilm_d
     np.testing.assert_allclose(vectors, Encoder(minilm_dir).embed(sentences, normalize=True), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_embed_corpus_on_ray_writes_what_in_process_writes(
     local_ray: None, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -113,6 +115,7 @@ def test_embed_corpus_on_ray_writes_what_in_process_writes(
         np.testing.assert_allclose(on_ray, local, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_ray_serve_round_trip(local_ray: None, minilm_dir: Path) -> None:
     import httpx
     from ray import serve

@@ -9,22 +9,25 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
-from conftest import build_tiny_checkpoint
-from transformers import BertModel
 
-from onnxbert.cli import main as cli_main
-from onnxbert.export import ExportError, VerificationError, export_model, parse_variants
-from onnxbert.export import verify as verify_module
-from onnxbert.export.optimize import expected_fusions, fusion_counts, operator_counts
-from onnxbert.runtime import Encoder, Manifest
-from onnxbert.runtime.manifest import sha256_file
+torch = pytest.importorskip("torch", reason="export tests need the export extra")
+
+from tiny_model import TINY_MODEL, build_tiny_checkpoint  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
+from transformers import BertModel  # noqa: E402
+
+from onnxbert.cli import main as cli_main  # noqa: E402
+from onnxbert.export import ExportError, VerificationError, export_model, parse_variants  # noqa: E402
+from onnxbert.export import verify as verify_module  # noqa: E402
+from onnxbert.export.optimize import expected_fusions, fusion_counts, operator_counts  # noqa: E402
+from onnxbert.runtime import Encoder, Manifest, ModelDirectoryError  # noqa: E402
+from onnxbert.runtime.manifest import sha256_file  # noqa: E402
 
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 
 
-def test_export_writes_every_file(tiny_model_dir: Path) -> None:
-    names = {p.name for p in tiny_model_dir.iterdir()}
+def test_export_writes_every_file(tiny_export_dir: Path) -> None:
+    names = {p.name for p in tiny_export_dir.iterdir()}
     assert names == {
         "onnxbert.json",
         "tokenizer.json",
@@ -37,13 +40,13 @@ def test_export_writes_every_file(tiny_model_dir: Path) -> None:
         "model.packed.onnx",  # padding-free twins of the CPU variants: kilobytes, weights read from the files above
         "model.int8.packed.onnx",
     }
-    assert (tiny_model_dir / "model.packed.onnx").stat().st_size < (tiny_model_dir / "model.onnx").stat().st_size / 10
-    assert not list(tiny_model_dir.parent.glob(".*staging*"))  # the staging directory is gone
+    assert (tiny_export_dir / "model.packed.onnx").stat().st_size < (tiny_export_dir / "model.onnx").stat().st_size / 10
+    assert not list(tiny_export_dir.parent.glob(".*staging*"))  # the staging directory is gone
 
 
-def test_manifest_validates_and_matches_files(tiny_model_dir: Path) -> None:
-    manifest = Manifest.load(tiny_model_dir)
-    assert manifest.format_version == 1
+def test_manifest_validates_and_matches_files(tiny_export_dir: Path) -> None:
+    manifest = Manifest.load(tiny_export_dir)
+    assert manifest.format_version == 2
     assert manifest.architecture.num_layers == 2 and manifest.architecture.hidden_size == 32
     assert manifest.architecture.has_pooler
     assert manifest.default_variant == "fp32"
@@ -52,42 +55,48 @@ def test_manifest_validates_and_matches_files(tiny_model_dir: Path) -> None:
     assert manifest.tokenizer.lowercase is True
     assert set(manifest.versions) >= {"torch", "transformers", "onnxruntime", "onnx", "onnxbert"}
     for variant in manifest.variants.values():
-        path = tiny_model_dir / variant.file
+        path = tiny_export_dir / variant.file
         assert sha256_file(path) == variant.sha256
         assert path.stat().st_size == variant.bytes
-        assert variant.verification["passed"] is True
+    for name in ("fp32", "int8"):
+        assert manifest.variants[name].state == "passed", manifest.variants[name].verification
     assert manifest.variants["int8"].provider == "cpu"
     assert manifest.variants["fp16"].provider == "cuda"
-    assert manifest.variants["fp16"].verification.get("verified") in (False, True)
+    fp16 = manifest.variants["fp16"]
+    if "CUDAExecutionProvider" not in ort.get_available_providers():  # fp16 runs only on CUDA: never "passed" here
+        assert fp16.state == "unverified" and "CUDA" in fp16.reason
+    checked = manifest.tokenizer.verification
+    assert checked["texts"] == 64 and checked["mismatches"] == 0 and checked["state"] == "passed"
+    assert checked["against"].startswith("BertTokenizer")  # transformers' own, for this checkpoint
     assert manifest.variants["fp32"].verification["max_abs_hidden"] <= 1e-4
     assert manifest.variants["fp32"].verification["max_abs_mean_packed"] <= 1e-4
     assert manifest.variants["int8"].verification["mean_cosine_packed"] >= 0.99
     for name in ("fp32", "int8"):
         twin = manifest.variants[name].packed
-        assert twin is not None and sha256_file(tiny_model_dir / twin.file) == twin.sha256
+        assert twin is not None and sha256_file(tiny_export_dir / twin.file) == twin.sha256
     assert manifest.variants["fp16"].packed is None  # CUDA's Attention with a 3D mask is unverified
-    assert manifest.tokenizer.sha256 == sha256_file(tiny_model_dir / "tokenizer.json")
+    assert manifest.tokenizer.sha256 == sha256_file(tiny_export_dir / "tokenizer.json")
 
 
-def test_tokenizer_has_no_baked_padding_or_truncation(tiny_model_dir: Path) -> None:
-    saved = json.loads((tiny_model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+def test_tokenizer_has_no_baked_padding_or_truncation(tiny_export_dir: Path) -> None:
+    saved = json.loads((tiny_export_dir / "tokenizer.json").read_text(encoding="utf-8"))
     assert saved["padding"] is None
     assert saved["truncation"] is None
-    config = json.loads((tiny_model_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config = json.loads((tiny_export_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
     assert config["model_max_length"] == 512 and config["do_lower_case"] is True and config["pad_token"] == "[PAD]"
 
 
-def test_directory_loads_in_transformers_tokenizer(tiny_model_dir: Path) -> None:
+def test_directory_loads_in_transformers_tokenizer(tiny_export_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_export_dir))
     assert tokenizer("hello world")["input_ids"] == [2, 14, 15, 3]
     assert tokenizer.model_max_length == 512
 
 
 @pytest.mark.parametrize("variant", ["model.onnx", "model.int8.onnx", "model.fp16.onnx"])
-def test_graph_interface(tiny_model_dir: Path, variant: str) -> None:
-    graph = onnx.load(str(tiny_model_dir / variant)).graph
+def test_graph_interface(tiny_export_dir: Path, variant: str) -> None:
+    graph = onnx.load(str(tiny_export_dir / variant)).graph
     assert [i.name for i in graph.input] == INPUTS
     for tensor in graph.input:
         assert tensor.type.tensor_type.elem_type == onnx.TensorProto.INT64
@@ -101,9 +110,9 @@ def test_graph_interface(tiny_model_dir: Path, variant: str) -> None:
 
 
 @pytest.mark.parametrize("variant", ["model.onnx", "model.int8.onnx", "model.fp16.onnx"])
-def test_fusion_counts_match_architecture(tiny_model_dir: Path, variant: str) -> None:
+def test_fusion_counts_match_architecture(tiny_export_dir: Path, variant: str) -> None:
     cuda = variant == "model.fp16.onnx"  # CUDA keeps SkipLayerNormalization; the CPU graphs split it (faster there)
-    assert fusion_counts(operator_counts(tiny_model_dir / variant)) == expected_fusions(2, skip_layernorm=cuda)
+    assert fusion_counts(operator_counts(tiny_export_dir / variant)) == expected_fusions(2, skip_layernorm=cuda)
     assert expected_fusions(2) == {
         "EmbedLayerNormalization": 1,
         "Attention": 2,
@@ -113,21 +122,21 @@ def test_fusion_counts_match_architecture(tiny_model_dir: Path, variant: str) ->
     }
 
 
-def test_int8_graph_is_quantized_and_fp16_has_half_weights(tiny_model_dir: Path) -> None:
-    counts = operator_counts(tiny_model_dir / "model.int8.onnx")
-    recipe = Manifest.load(tiny_model_dir).variants["int8"].recipe
+def test_int8_graph_is_quantized_and_fp16_has_half_weights(tiny_export_dir: Path) -> None:
+    counts = operator_counts(tiny_export_dir / "model.int8.onnx")
+    recipe = Manifest.load(tiny_export_dir).variants["int8"].recipe
     assert recipe["name"] == "dynamic"  # budget 'any': the fastest recipe
     # per layer: the QKV projection inside attention, then attention output, FFN in and FFN out
     assert counts["QAttention"] == 2 and counts.get("Attention", 0) == 0
     assert counts["MatMulIntegerToFloat"] == 3 * 2 and counts.get("MatMul", 0) == 0
     assert counts["DynamicQuantizeLinear"] == 4 * 2
-    fp16 = onnx.load(str(tiny_model_dir / "model.fp16.onnx")).graph
+    fp16 = onnx.load(str(tiny_export_dir / "model.fp16.onnx")).graph
     kinds = {t.data_type for t in fp16.initializer if t.dims and np.prod(t.dims) > 1}
     assert onnx.TensorProto.FLOAT not in kinds and onnx.TensorProto.FLOAT16 in kinds
 
 
 @pytest.mark.parametrize(("batch", "length"), [(1, 1), (7, 1), (1, 2), (7, 37), (1, 512), (7, 512)])
-def test_shapes_run_and_match_torch(tiny_model_dir: Path, tiny_checkpoint: Path, batch: int, length: int) -> None:
+def test_shapes_run_and_match_torch(tiny_export_dir: Path, tiny_checkpoint: Path, batch: int, length: int) -> None:
     rng = np.random.default_rng(batch * 1000 + length)
     ids = rng.integers(5, 45, size=(batch, length), dtype=np.int64)
     mask = np.ones_like(ids)
@@ -138,7 +147,7 @@ def test_shapes_run_and_match_torch(tiny_model_dir: Path, tiny_checkpoint: Path,
     with torch.inference_mode():
         ref = model(**{k: torch.from_numpy(v) for k, v in feeds.items()})
     for variant, tolerance in (("model.onnx", 1e-4), ("model.int8.onnx", 0.1)):
-        session = ort.InferenceSession(str(tiny_model_dir / variant), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(tiny_export_dir / variant), providers=["CPUExecutionProvider"])
         hidden, pooler = session.run(None, feeds)
         assert hidden.shape == (batch, length, 32) and pooler.shape == (batch, 32)
         delta = np.abs(hidden - ref.last_hidden_state.numpy()) * mask[:, :, None]
@@ -197,8 +206,8 @@ def test_failing_gate_writes_nothing(tiny_checkpoint: Path, tmp_path: Path, monk
     out = tmp_path / "model"
     with pytest.raises(VerificationError) as failure:
         export_model(tiny_checkpoint, out, variants="fp32,int8", int8_quality="any", progress=False)
-    assert failure.value.figures["int8"]["passed"] is False
-    assert failure.value.figures["fp32"]["passed"] is True
+    assert failure.value.figures["int8"]["state"] == "failed"
+    assert failure.value.figures["fp32"]["state"] == "passed"
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # no staging directory left behind
 
@@ -221,7 +230,7 @@ def test_cli_export_prints_summary(tiny_checkpoint: Path, tmp_path: Path, capsys
     assert "[onnxbert export] verifying int8" in captured.err  # progress on stderr
     lines = captured.out.splitlines()
     assert lines[1].split()[:2] == ["variant", "file"]
-    assert any(line.startswith("int8 ") and "[pass]" in line for line in lines)
+    assert any(line.startswith("int8 ") and "[passed]" in line for line in lines)
 
 
 def test_pickle_checkpoint_is_announced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -241,3 +250,68 @@ def test_parse_variants_and_bad_options(tiny_checkpoint: Path, tmp_path: Path) -
         export_model(tiny_checkpoint, tmp_path / "x", opset=13, progress=False)
     with pytest.raises(ExportError, match="max-length"):
         export_model(tiny_checkpoint, tmp_path / "x", max_length=513, progress=False)
+
+
+def test_gate_figure_that_was_not_measured_fails(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(verify_module.GATES, "fp32", {"max_abs_hidden": 1e-4, "max_abs_ghost": 1.0})
+    with pytest.raises(VerificationError) as failure:
+        export_model(tiny_checkpoint, tmp_path / "m", variants="fp32", progress=False)
+    assert failure.value.figures["fp32"]["failures"] == ["max_abs_ghost was not measured"]
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="fp16 is verified on CUDA")
+def test_unverified_fp16_is_never_the_default(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m"
+    assert cli_main(["export", str(tiny_checkpoint), "--output", str(out), "--variants", "fp16"]) == 0
+    printed = capsys.readouterr().out
+    assert "default variant: none" in printed and "[unverified: no CUDA provider" in printed
+    manifest = Manifest.load(out)
+    assert manifest.default_variant is None and manifest.variants["fp16"].state == "unverified"
+    with pytest.raises(ModelDirectoryError, match="no variant of this directory passed verification"):
+        Encoder(out)
+    with pytest.warns(UserWarning, match="'fp16' is unverified"):
+        Encoder(out, variant="fp16", provider="cpu")
+    assert cli_main(["info", str(out)]) == 0
+    assert "fp16: unverified (no CUDA provider" in capsys.readouterr().out
+
+
+def test_tokenizer_that_disagrees_with_transformers_fails(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tokenizers import normalizers
+
+    from onnxbert.export import build as build_module
+
+    def cased(checkpoint: object) -> Tokenizer:  # a tokenizer that forgets the checkpoint's lower-casing
+        tokenizer = Tokenizer.from_file(str(tiny_checkpoint / "tokenizer.json"))
+        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False)
+        return tokenizer
+
+    monkeypatch.setattr(build_module, "load_tokenizer", cased)
+    with pytest.raises(VerificationError, match="disagrees with transformers' BertTokenizer") as failure:
+        export_model(tiny_checkpoint, tmp_path / "m", variants="fp32", progress=False)
+    assert failure.value.figures["tokenizer"]["mismatches"] > 0
+    assert not (tmp_path / "m").exists()
+
+
+def test_committed_tiny_model_is_what_export_writes_now(tiny_export_dir: Path) -> None:
+    """tests/data/tiny-model (the torch-free tests' model) must not drift from the exporter: else regenerate it."""
+    hint = "regenerate it: python tests/tiny_model.py"
+    committed, fresh = Manifest.load(TINY_MODEL), Manifest.load(tiny_export_dir)
+    assert committed.format_version == fresh.format_version, hint
+    assert committed.architecture == fresh.architecture and committed.tokenizer == fresh.tokenizer, hint
+    assert {n: (v.state, v.packed is not None) for n, v in committed.variants.items()} == {
+        n: (v.state, v.packed is not None) for n, v in fresh.variants.items()
+    }, hint
+    texts = ["hello world", "the cat sat on the mat .", "今天天气真好啊"]
+    for variant in ("fp32", "int8"):
+        np.testing.assert_allclose(
+            Encoder(TINY_MODEL, variant=variant).embed(texts),
+            Encoder(tiny_export_dir, variant=variant).embed(texts),
+            atol=1e-5,
+            err_msg=hint,
+        )

@@ -65,7 +65,7 @@ def test_cli_embed_and_info_run_without_heavy_modules(tiny_model_dir: Path) -> N
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert json.loads(lines[0])["index"] == 0 and len(json.loads(lines[1])["embedding"]) == 32
-    assert any(line.startswith("fp32: model.onnx") for line in lines)
+    assert any(line.startswith("fp32: passed, model.onnx") for line in lines)
 
 
 def test_blocker_really_blocks() -> None:

@@ -99,10 +99,11 @@ def test_packed_vectors_equal_padded_ones(minilm_dir: Path) -> None:
     np.testing.assert_allclose(mixed.pooler_output[3], alone.pooler_output[0], atol=1e-5)
 
 
-def test_packed_int8_stays_with_padded_int8(minilm_dir: Path) -> None:
+@pytest.mark.slow
+def test_packed_int8_stays_with_padded_int8(minilm_int8_dir: Path) -> None:
     texts = random_texts(64, seed=6, longest=80)
-    packed = Encoder(minilm_dir, variant="int8").embed(texts, normalize=True)
-    padded = Encoder(minilm_dir, variant="int8", packing=False).embed(texts, normalize=True)
+    packed = Encoder(minilm_int8_dir, variant="int8").embed(texts, normalize=True)
+    padded = Encoder(minilm_int8_dir, variant="int8", packing=False).embed(texts, normalize=True)
     # int8 rounds activations: neighbours' float noise can flip a rounding step, never more (measured min 0.99965).
     assert (packed * padded).sum(axis=1).min() >= 0.999
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from onnxbert.export.sts import sts_pairs, unique_sentences
-from onnxbert.runtime import Encoder, Manifest
+torch = pytest.importorskip("torch", reason="parity tests compare with transformers")
+
+from onnxbert.export.sts import sts_pairs, unique_sentences  # noqa: E402
+from onnxbert.runtime import Encoder, Manifest  # noqa: E402
 
 # transformers 5.24 / torch 2.13 BertModel on all-MiniLM-L6-v2: mean of last_hidden_state[:6] and pooler_output[:4]
 GOLDEN = {
@@ -55,7 +56,7 @@ def test_manifest_records_passing_figures(minilm_dir: Path) -> None:
     fp32 = manifest.variants["fp32"].verification
     assert fp32["texts"] >= 64
     assert fp32["max_abs_hidden"] <= 1e-4 and fp32["max_abs_pooler"] <= 1e-4
-    assert manifest.variants["int8"].verification["mean_cosine"] >= 0.99
+    assert manifest.variants["fp32"].state == "passed"
 
 
 def test_fp32_hidden_states_and_pooler_match_transformers(minilm_dir: Path, minilm_torch, texts: list[str]) -> None:
@@ -78,10 +79,12 @@ def test_fp32_mean_pooling_matches_transformers(minilm_dir: Path, minilm_torch, 
     assert np.abs(encoder.embed(texts, pooling="max") - np.stack([h.max(axis=0) for h in ref_hidden])).max() <= 1e-4
 
 
-def test_int8_mean_cosine_on_sts_dev(minilm_dir: Path) -> None:
+@pytest.mark.slow
+def test_int8_mean_cosine_on_sts_dev(minilm_int8_dir: Path) -> None:
+    assert Manifest.load(minilm_int8_dir).variants["int8"].state == "passed"
     texts = sts_dev_sentences(400)
-    fp32 = Encoder(minilm_dir, variant="fp32").embed(texts, normalize=True)
-    int8 = Encoder(minilm_dir, variant="int8").embed(texts, normalize=True)
+    fp32 = Encoder(minilm_int8_dir, variant="fp32").embed(texts, normalize=True)
+    int8 = Encoder(minilm_int8_dir, variant="int8").embed(texts, normalize=True)
     cosines = (fp32 * int8).sum(axis=1)
     assert cosines.mean() >= 0.99
     assert cosines.min() >= 0.9

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_VOCAB
+from tiny_model import TINY_VOCAB
 
 from onnxbert.runtime import Encoder, ModelDirectoryError, ProviderError, available_cpus
 from onnxbert.runtime.batching import plan_batches
@@ -255,9 +255,9 @@ def test_graph_inputs_must_match_manifest(model_copy: Path) -> None:
         Encoder(model_copy)
 
 
-def test_variant_not_exported(tmp_path: Path, tiny_checkpoint: Path) -> None:
-    from onnxbert.export import export_model
-
-    export_model(tiny_checkpoint, tmp_path / "m", variants="fp32", progress=False)
-    with pytest.raises(ModelDirectoryError, match="--variants int8"):
-        Encoder(tmp_path / "m", variant="int8")
+def test_variant_not_exported_hint_keeps_the_others(model_copy: Path) -> None:
+    manifest = json.loads((model_copy / "onnxbert.json").read_text(encoding="utf-8"))
+    del manifest["variants"]["int8"]
+    (model_copy / "onnxbert.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(ModelDirectoryError, match=r"--variants fp32,int8,fp16 --force` \(keeps the others\)"):
+        Encoder(model_copy, variant="int8")

@@ -1,0 +1,113 @@
+"""Judge candidate int8 graphs as users run them: each placed in a scratch model directory and embedded by Encoder.
+
+The judge's text is the STS-B dev split (2,910 unique sentences, 1,500 scored pairs), never seen in calibration.
+Each candidate's figures are measured against the fp32 graph's vectors on that text: mean / worst cosine, top-10
+neighbour agreement, STS-B Spearman, and one warm pass's time against fp32's on this machine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from onnxbert.runtime import Encoder
+from onnxbert.runtime.manifest import Manifest
+from onnxbert.runtime.pooling import Pooling
+
+from .progress import Progress
+from .quality import cosines, sts_spearman, top_k_agreement
+from .stage import model_slot, open_variant, record_variant
+from .sts import StsPairs, sts_pairs, unique_sentences
+
+__all__ = ["Judge", "SelectionText", "timed_embed"]
+
+Float32Array = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class SelectionText:
+    """The sentences candidates are judged on, and the scored pairs among them (row numbers into `sentences`)."""
+
+    sentences: list[str]
+    left: list[int]
+    right: list[int]
+    gold: list[float]
+
+    @classmethod
+    def from_pairs(cls, pairs: StsPairs) -> SelectionText:
+        """Every unique sentence of `pairs`, and each pair as two row numbers."""
+        sentences = unique_sentences(pairs)
+        row = {text: i for i, text in enumerate(sentences)}
+        return cls(sentences, [row[s] for s in pairs.left], [row[s] for s in pairs.right], list(pairs.scores))
+
+    @classmethod
+    def sts_dev(cls) -> SelectionText:
+        """The STS-B dev split: the gate's text."""
+        return cls.from_pairs(sts_pairs("dev"))
+
+
+def timed_embed(encoder: Encoder, texts: list[str], pooling: Pooling) -> tuple[Float32Array, float]:
+    """Unit vectors for `texts` and the seconds of one warm `embed` call over all of them."""
+    encoder.embed(texts[:64], pooling=pooling)  # warm-up: first-run allocations are not the graph's speed
+    start = time.perf_counter()
+    vectors = encoder.embed(texts, pooling=pooling, normalize=True)
+    return vectors, time.perf_counter() - start
+
+
+@dataclass
+class Judge:
+    """fp32's vectors on the selection text, and a scratch directory where each candidate gets a model directory."""
+
+    scratch: Path
+    base: Manifest  # architecture and tokenizer of the model being exported
+    tokenizer: Path
+    pooling: Pooling
+    text: SelectionText
+    say: Progress
+    threads: int | None = None  # ONNX Runtime threads for every run (None: the CPUs this process may use)
+    reference: Float32Array = field(init=False)
+    reference_spearman: float = field(init=False)
+    reference_seconds: float = field(init=False)
+    _slots: itertools.count[int] = field(init=False, default_factory=itertools.count)
+
+    def slot(self, precision: str = "int8") -> Path:
+        """Where the next candidate graph is to be written (a fresh model directory)."""
+        return model_slot(self.scratch / f"candidate-{next(self._slots)}", self.tokenizer, precision)
+
+    def run(self, graph: Path, precision: str) -> tuple[Float32Array, float]:
+        """The graph at `graph` (written to a slot) embedded by Encoder, packed rows as users get them."""
+        variant = record_variant(graph, precision, fusions={}, recipe={}, say=self.say)
+        encoder = open_variant(graph.parent, self.base, variant, provider="cpu", threads=self.threads, spinning=False)
+        return timed_embed(encoder, self.text.sentences, self.pooling)
+
+    def set_reference(self, fused: Path) -> None:
+        """Measure the fp32 graph: the vectors and time every candidate is compared with."""
+        slot = self.slot("fp32")
+        shutil.copyfile(fused, slot)
+        self.reference, self.reference_seconds = self.run(slot, "fp32")
+        self.reference_spearman = sts_spearman(self.reference, self.text.left, self.text.right, self.text.gold)
+
+    def measure(self, graph: Path) -> dict[str, Any]:
+        """A candidate's figures against fp32 on the selection text."""
+        vectors, seconds = self.run(graph, "int8")
+        similarity = cosines(vectors, self.reference)
+        score = sts_spearman(vectors, self.text.left, self.text.right, self.text.gold)
+        return {
+            "texts": len(self.text.sentences),
+            "pairs": len(self.text.gold),
+            "mean_cosine": float(similarity.mean()),
+            "min_cosine": float(similarity.min()),
+            "top10_agreement": top_k_agreement(vectors, self.reference),
+            "spearman": score,
+            "spearman_fp32": self.reference_spearman,
+            "spearman_drop": self.reference_spearman - score,
+            "seconds": seconds,
+            "speed_vs_fp32": self.reference_seconds / seconds,
+        }
