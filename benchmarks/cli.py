@@ -11,7 +11,7 @@ from pathlib import Path
 from benchmarks.models import MODELS
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the suite and write report.md, results.json and plots")
@@ -73,65 +73,71 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("out")
     check = commands.add_parser("check", help="verify that a run's report, JSON and plots are complete")
     check.add_argument("out")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _check(args: argparse.Namespace) -> int:
+    from benchmarks import report
+
+    problems = report.check(Path(args.out))
+    for problem in problems:
+        print(f"benchmark output problem: {problem}", file=sys.stderr)
+    print("benchmark output complete" if not problems else f"{len(problems)} problems")
+    return 1 if problems else 0
+
+
+def _sensitivity(args: argparse.Namespace) -> int:
+    from benchmarks.int8_sensitivity import run_sensitivity
+    from onnxbert.runtime import available_cpus
+
+    run_sensitivity(args.model, args.pairs, Path(args.cache), Path(args.out), args.threads or available_cpus())
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    import json
 
     from benchmarks import report
 
-    if args.command == "check":
-        problems = report.check(Path(args.out))
-        for problem in problems:
-            print(f"benchmark output problem: {problem}", file=sys.stderr)
-        print("benchmark output complete" if not problems else f"{len(problems)} problems")
-        return 1 if problems else 0
+    results = json.loads((Path(args.out) / "results.json").read_text(encoding="utf-8"))
+    report.write(results, Path(args.out))
+    return 0
 
+
+def _serve_load(args: argparse.Namespace) -> int:
+    from benchmarks.serve_load import LoadSettings, markdown, run_load
     from onnxbert.runtime import available_cpus
 
-    if args.command == "int8-sensitivity":
-        from benchmarks.int8_sensitivity import run_sensitivity
-        from onnxbert.runtime import available_cpus
+    settings = LoadSettings(
+        model=args.model,
+        concurrency=tuple(int(c) for c in args.concurrency.split(",")),
+        requests=args.requests,
+        threads=args.threads or available_cpus(),
+        variant=args.variant,
+        rounds=args.rounds,
+        packing=args.packing,
+        spinning=args.spinning,
+    )
+    print(markdown(run_load(settings, Path(args.cache), Path(args.out))))
+    return 0
 
-        run_sensitivity(args.model, args.pairs, Path(args.cache), Path(args.out), args.threads or available_cpus())
-        return 0
 
-    if args.command == "report":
-        import json
+def _serve_ab(args: argparse.Namespace) -> int:
+    from benchmarks.models import prepare
+    from benchmarks.serve_ab import markdown, run_ab
 
-        results = json.loads((Path(args.out) / "results.json").read_text(encoding="utf-8"))
-        report.write(results, Path(args.out))
-        return 0
+    directory = prepare(args.model, Path(args.cache)).directory
+    settings = {"concurrency": args.concurrency, "requests": args.requests, "rounds": args.rounds}
+    result = run_ab(directory, args.a, args.b, **settings, out=Path(args.out), model=args.model, rate=args.rate)
+    print(markdown(result))
+    return 0
 
-    if args.command == "serve-load":
-        from benchmarks.serve_load import markdown, run_load
-        from onnxbert.runtime import available_cpus
 
-        result = run_load(
-            args.model,
-            [int(c) for c in args.concurrency.split(",")],
-            args.requests,
-            args.threads or available_cpus(),
-            Path(args.cache),
-            Path(args.out),
-            args.variant,
-            args.rounds,
-            args.packing,
-            args.spinning,
-        )
-        print(markdown(result))
-        return 0
-
-    if args.command == "serve-ab":
-        from benchmarks.models import prepare
-        from benchmarks.serve_ab import markdown as ab_markdown
-        from benchmarks.serve_ab import run_ab
-
-        directory = prepare(args.model, Path(args.cache)).directory
-        settings = {"concurrency": args.concurrency, "requests": args.requests, "rounds": args.rounds}
-        result = run_ab(directory, args.a, args.b, **settings, out=Path(args.out), model=args.model, rate=args.rate)
-        print(ab_markdown(result))
-        return 0
-
+def _suite(args: argparse.Namespace) -> int:
+    from benchmarks import report
     from benchmarks.run import Settings, log
     from benchmarks.run import run as run_suite
+    from onnxbert.runtime import available_cpus
 
     models = (args.models or ("minilm" if args.quick else ",".join(MODELS))).split(",")
     settings = Settings(
@@ -149,3 +155,18 @@ def main(argv: list[str] | None = None) -> int:
     for line in report.headline(results):
         print(line)
     return 0
+
+
+_COMMANDS = {
+    "run": _suite,
+    "check": _check,
+    "report": _report,
+    "serve-load": _serve_load,
+    "serve-ab": _serve_ab,
+    "int8-sensitivity": _sensitivity,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return _COMMANDS[args.command](args)

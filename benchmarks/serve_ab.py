@@ -12,17 +12,16 @@ from __future__ import annotations
 import json
 import math
 import shlex
-import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks.env import environment
-from benchmarks.serve_load import _cpu_cell, _drive, _drive_open, _run, _start_server, _wait
+from benchmarks.serve_load import cpu_cell, drive, drive_open, run_clients
 from benchmarks.workloads import sentences
 from onnxbert.runtime import available_cpus
+from onnxbert.serve.process import ServerProcess, ServerStartError, start_server
 
 
 def run_ab(
@@ -39,7 +38,7 @@ def run_ab(
 ) -> dict[str, Any]:
     """Drive servers A and B (`onnxbert serve DIRECTORY` plus each side's flags) in `rounds` alternating rounds.
 
-    With `rate`, each round is open-loop instead (`_drive_open`: Poisson arrivals at that rate, whatever the answers
+    With `rate`, each round is open-loop instead (`drive_open`: Poisson arrivals at that rate, whatever the answers
     do) and the sides are compared on p50 latency, lower winning; otherwise on closed-loop throughput.
     """
     if rounds < 2:
@@ -48,29 +47,26 @@ def run_ab(
         raise SystemExit(f"--rate {rate}: an open-loop rate must be a positive number of requests/s")
     texts = sentences(requests)
     sides = {"A": shlex.split(a_flags), "B": shlex.split(b_flags)}
-    servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+    servers: dict[str, ServerProcess] = {}
     runs: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
     try:
         for name, flags in sides.items():
-            servers[name] = _start_server(directory, flags)
-        for name, (process, url) in servers.items():
-            _wait(url, process, what=f"server {name} ({' '.join(sides[name]) or 'defaults'})")
-        for process, url in servers.values():
-            _run(_drive(url, texts, concurrency, process.pid))  # warm both at this level's batch sizes
+            servers[name] = start_server(directory, *flags)
+        for name, server in servers.items():
+            try:
+                server.wait_ready()
+            except ServerStartError as error:
+                raise SystemExit(f"server {name} ({' '.join(sides[name]) or 'defaults'}): {error}") from None
+        for server in servers.values():
+            run_clients(drive(server.url, texts, concurrency, server.process.pid))  # warm both at this level
         for i in range(rounds):
             for name in ("A", "B") if i % 2 == 0 else ("B", "A"):
-                process, url = servers[name]
-                drive = (
-                    _drive(url, texts, concurrency, process.pid)
-                    if rate is None
-                    else _drive_open(url, texts, rate, process.pid)
-                )
-                runs[name].append(_run(drive))
+                url, pid = servers[name].url, servers[name].process.pid
+                clients = drive(url, texts, concurrency, pid) if rate is None else drive_open(url, texts, rate, pid)
+                runs[name].append(run_clients(clients))
     finally:
-        for process, _ in servers.values():
-            process.send_signal(signal.SIGTERM)
-        for process, _ in servers.values():
-            process.wait(timeout=60)
+        for server in servers.values():
+            server.stop()
     metric = "throughput" if rate is None else "p50_ms"
     ratios = [b[metric] / a[metric] for a, b in zip(runs["A"], runs["B"], strict=True)]
     wins = sum(r > 1 if rate is None else r < 1 for r in ratios)
@@ -137,7 +133,7 @@ def markdown(result: dict[str, Any]) -> str:
     for name, side in (("A", a), ("B", b)):
         lines.append(
             f"| {name} | {side['throughput']:.0f} | {side['p50_ms']:.1f} | {side['p99_ms']:.1f} | "
-            f"{side['mean_batch_texts']:.1f} | {side['inference_busy']:.0%} | {_cpu_cell(side)} | "
+            f"{side['mean_batch_texts']:.1f} | {side['inference_busy']:.0%} | {cpu_cell(side)} | "
             f"{side['client_cpu_us']:.0f} | "
             f"{side['failures']} |"
         )

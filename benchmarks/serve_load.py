@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections import deque
 from collections.abc import Coroutine
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,14 +22,7 @@ import numpy as np
 from benchmarks.env import environment
 from benchmarks.models import prepare
 from benchmarks.workloads import sentences
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from onnxbert.serve.process import ServerProcess, running_server
 
 
 class _InProcess:
@@ -190,7 +181,7 @@ class _OpenLoad(_Load):
         client.transport.write(self.requests[index])
 
 
-async def _drive_open(url: str, texts: list[str], rate: float, server_pid: int | None = None) -> dict[str, Any]:
+async def drive_open(url: str, texts: list[str], rate: float, server_pid: int | None = None) -> dict[str, Any]:
     """Open-loop load: one single-sentence request per text at Poisson arrivals of `rate` per second (a fixed seed),
     over up to 128 keep-alive connections; the same report as `_drive`, throughput being the rate achieved."""
     address = url.removeprefix("http://")
@@ -234,7 +225,7 @@ def _request(address: str, inputs: str | list[str]) -> bytes:
     return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
 
 
-async def _drive(url: str, texts: list[str], concurrency: int, server_pid: int | None = None) -> dict[str, Any]:
+async def drive(url: str, texts: list[str], concurrency: int, server_pid: int | None = None) -> dict[str, Any]:
     """`concurrency` closed-loop clients (`_Client`) share one list of texts; each text is sent once, one per
     request, its request serialized before the clock starts; a response must be 200 with one vector.
 
@@ -288,7 +279,7 @@ def _report(
     }
 
 
-def _cpu_cell(row: dict[str, Any]) -> str:
+def cpu_cell(row: dict[str, Any]) -> str:
     """The server's CPU per request, its event loop's part in parentheses: "3460 (320)"."""
     if "server_cpu_us" not in row:
         return "-"
@@ -326,91 +317,104 @@ def _server_cpu_per_request(
     return {"server_cpu_us": whole, "event_loop_cpu_us": main}
 
 
-def run_load(
-    model: str,
-    concurrency: list[int],
-    requests: int,
-    threads: int,
-    cache: Path,
-    out: Path,
-    variant: str = "fp32",
-    rounds: int = 3,
-    packing: bool = True,
-    spinning: bool = False,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class LoadSettings:
+    """What serve-load measures: the model, the client levels and rounds, and the server's flags."""
+
+    model: str = "minilm"
+    concurrency: tuple[int, ...] = (1, 8, 32, 128)
+    requests: int = 1000
+    threads: int = 2
+    variant: str = "fp32"
+    rounds: int = 3
+    packing: bool = True
+    spinning: bool = False
+
+    def server_flags(self) -> list[str]:
+        """`onnxbert serve` flags that match the in-process reference."""
+        return [
+            *("--variant", self.variant, "--threads", str(self.threads)),
+            "--packing" if self.packing else "--no-packing",
+            "--spinning" if self.spinning else "--no-spinning",
+        ]
+
+
+@dataclass
+class _Rounds:
+    """Every timing of a run: the in-process references and each level's runs, each share against its bracket."""
+
+    local: _InProcess
+    sorted_rates: list[float] = field(default_factory=list)
+    padded_rates: list[float] = field(default_factory=list)
+    best_rates: list[float] = field(default_factory=list)  # the better of packed and padded sorted batching
+    group_rates: list[float] = field(default_factory=list)
+    half_rates: list[float] = field(default_factory=list)  # groups of 16: what 32 clients settle into without refill
+    group_shares: list[float] = field(default_factory=list)
+    half_shares: list[float] = field(default_factory=list)
+    runs: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def reference(self) -> float:
+        self.sorted_rates.append(self.local.sorted_rate())
+        self.padded_rates.append(self.local.padded_rate())
+        self.best_rates.append(max(self.sorted_rates[-1], self.padded_rates[-1]))
+        return self.best_rates[-1]
+
+    def one_round(self, server: ServerProcess, texts: list[str], concurrency: tuple[int, ...]) -> None:
+        # Every figure is divided by the mean of the reference timed just before and just after it: the machine's
+        # speed drifts within minutes.
+        before = self.reference()
+        self.group_rates.append(self.local.groups_rate(32))
+        self.half_rates.append(self.local.groups_rate(16))
+        after = self.reference()
+        self.group_shares.append(self.group_rates[-1] / ((before + after) / 2))
+        self.half_shares.append(self.half_rates[-1] / ((before + after) / 2))
+        for c in concurrency:
+            before = after
+            run = run_clients(drive(server.url, texts, c, server.process.pid))
+            after = self.reference()
+            run["reference"] = (before + after) / 2
+            run["share_of_in_process"] = run["throughput"] / run["reference"]
+            self.runs.setdefault(c, []).append(run)
+
+    def rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for c, runs in self.runs.items():
+            row = {key: _median([run[key] for run in runs]) for key in runs[0] if key != "concurrency"}
+            row |= {key: sum(run[key] for run in runs) for key in ("requests", "failures")}  # totals, not medians
+            rows.append({"concurrency": c, **row, "rounds": runs})
+        return rows
+
+
+def run_load(settings: LoadSettings, cache: Path, out: Path) -> dict[str, Any]:
     """`rounds` rounds, each timing in-process groups of 32 and of 16, then every concurrency level, with the
     in-process sorted reference timed before and after each; the report gives each figure's median over rounds and
     each share as the median of its own ratios to the mean of the reference around it."""
-    directory = prepare(model, cache).directory
-    texts = sentences(requests)
-    local = _InProcess(directory, texts, threads, variant, packing)
-    flags = ["--variant", variant, "--threads", str(threads), "--packing" if packing else "--no-packing"]
-    server, url = _start_server(directory, [*flags, "--spinning" if spinning else "--no-spinning"])
-    sorted_rates: list[float] = []
-    padded_rates: list[float] = []
-    best_rates: list[float] = []  # every timing of the reference: the better of packed and padded sorted batching
-    group_rates: list[float] = []
-    half_rates: list[float] = []  # groups of 16: two alternating cohorts of 16 is what 32 clients settle into
-    group_shares: list[float] = []
-    half_shares: list[float] = []
-    runs: dict[int, list[dict[str, Any]]] = {c: [] for c in concurrency}
-
-    def reference() -> float:
-        sorted_rates.append(local.sorted_rate())
-        padded_rates.append(local.padded_rate())
-        best_rates.append(max(sorted_rates[-1], padded_rates[-1]))
-        return best_rates[-1]
-
-    try:
-        _wait(url, server)
-        _run(_drive(url, texts[:256], max(concurrency), server.pid))  # warm the server's arenas at the widest batch
-        for _ in range(rounds):
-            # Every figure is divided by the mean of the reference timed just before and just after it: this
-            # machine's speed drifts within minutes (the reference moved 430 -> 660 sentences/s within one session).
-            before = reference()
-            group_rates.append(local.groups_rate(32))
-            half_rates.append(local.groups_rate(16))
-            after = reference()
-            group_shares.append(group_rates[-1] / ((before + after) / 2))
-            half_shares.append(half_rates[-1] / ((before + after) / 2))
-            for c in concurrency:
-                before = after
-                run = _run(_drive(url, texts, c, server.pid))
-                after = reference()
-                run["reference"] = (before + after) / 2
-                run["share_of_in_process"] = run["throughput"] / run["reference"]
-                runs[c].append(run)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
-    rows = []
-    for c in concurrency:
-        row = {key: _median([run[key] for run in runs[c]]) for key in runs[c][0] if key != "concurrency"}
-        row |= {key: sum(run[key] for run in runs[c]) for key in ("requests", "failures")}  # totals, not medians
-        rows.append({"concurrency": c, **row, "rounds": runs[c]})
+    directory = prepare(settings.model, cache).directory
+    texts = sentences(settings.requests)
+    rounds = _Rounds(_InProcess(directory, texts, settings.threads, settings.variant, settings.packing))
+    with running_server(directory, *settings.server_flags()) as server:
+        widest = max(settings.concurrency)
+        run_clients(drive(server.url, texts[:256], widest, server.process.pid))  # warm arenas at the widest batch
+        for _ in range(settings.rounds):
+            rounds.one_round(server, texts, settings.concurrency)
     result = {
-        "model": model,
-        "variant": variant,
-        "threads": threads,
+        **asdict(settings),
         "texts": len(texts),
-        "rounds": rounds,
-        "packing": packing,
-        "spinning": spinning,
-        "in_process_throughput": _median(best_rates),
-        "in_process_sorted_packed": _median(sorted_rates),
-        "in_process_sorted_padded": _median(padded_rates),
-        "in_process_groups_of_32": _median(group_rates),
-        "groups_share": _median(group_shares),
-        "in_process_groups_of_16": _median(half_rates),
-        "groups_16_share": _median(half_shares),
+        "in_process_throughput": _median(rounds.best_rates),
+        "in_process_sorted_packed": _median(rounds.sorted_rates),
+        "in_process_sorted_padded": _median(rounds.padded_rates),
+        "in_process_groups_of_32": _median(rounds.group_rates),
+        "groups_share": _median(rounds.group_shares),
+        "in_process_groups_of_16": _median(rounds.half_rates),
+        "groups_16_share": _median(rounds.half_shares),
         "in_process_rounds": {
-            "sorted_packed": sorted_rates,
-            "sorted_padded": padded_rates,
-            "groups_of_32": group_rates,
-            "groups_of_16": half_rates,
+            "sorted_packed": rounds.sorted_rates,
+            "sorted_padded": rounds.padded_rates,
+            "groups_of_32": rounds.group_rates,
+            "groups_of_16": rounds.half_rates,
         },
-        "rows": rows,
-        "environment": environment(threads),
+        "rows": rounds.rows(),
+        "environment": environment(settings.threads),
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "serve_load.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -418,7 +422,7 @@ def run_load(
     return result
 
 
-def _run(main: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+def run_clients(main: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
     """Run a level's clients on uvloop where installed (it comes with uvicorn[standard]): ~40 us of client CPU per
     request against ~50 on asyncio's own loop."""
     try:
@@ -439,31 +443,6 @@ def _counters(url: str) -> dict[str, float]:
 
 def _median(values: list[float]) -> float:
     return float(np.median(values))
-
-
-def _start_server(directory: Path, flags: list[str]) -> tuple[subprocess.Popen[bytes], str]:
-    """`onnxbert serve DIRECTORY FLAGS` on a free loopback port, and its URL."""
-    port = _free_port()
-    command = [sys.executable, "-m", "onnxbert", "serve", str(directory), "--port", str(port)]
-    server = subprocess.Popen([*command, "--log-level", "warning", *flags])
-    return server, f"http://127.0.0.1:{port}"
-
-
-def _wait(url: str, server: subprocess.Popen[bytes], timeout: float = 120, what: str = "server") -> None:
-    """Until /health answers 200; a server that exits first (a bad flag, a model that fails to load) ends the run."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"{what} exited with status {server.returncode} before it was ready")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{what} did not become ready in {timeout:.0f}s")
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -495,7 +474,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {row['concurrency']} | {row['throughput']:.0f} | {row['share_of_in_process']:.0%} | "
             f"{row['mean_batch_texts']:.1f} | {row['inference_busy']:.0%} | {row['p50_ms']:.1f} | "
-            f"{row['p99_ms']:.1f} | {_cpu_cell(row)} | {row.get('client_cpu_us', float('nan')):.0f} | "
+            f"{row['p99_ms']:.1f} | {cpu_cell(row)} | {row.get('client_cpu_us', float('nan')):.0f} | "
             f"{row['failures']} |"
         )
     lines += [

@@ -13,7 +13,8 @@ import pytest
 from benchmarks.workloads import sentences
 from onnxbert.runtime import Encoder
 from onnxbert.runtime.batching import plan_batches
-from onnxbert.runtime.pooling import Pooling, pool
+from onnxbert.runtime.packing import layout, segment_pool
+from onnxbert.runtime.tokenize import Tokenized
 
 pytest.importorskip("pytest_benchmark")
 
@@ -43,7 +44,7 @@ def test_plan_batches_10k(benchmark) -> None:
 
 @pytest.mark.parametrize("variant", ["fp32", "int8"])
 def test_run_one_batch_32x32(benchmark, minilm_dir: Path, variant: str) -> None:
-    session = Encoder(minilm_dir, variant=variant, provider="cpu")._session  # the ORT call alone
+    session = Encoder(minilm_dir, variant=variant, provider="cpu", packing=False)._session  # the ORT call alone
     ids = np.full((BATCH, 32), 1037, dtype=np.int64)
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
     hidden, _ = benchmark(session.run, None, feeds)
@@ -54,8 +55,10 @@ def test_run_one_batch_32x32(benchmark, minilm_dir: Path, variant: str) -> None:
 def test_pool_32x128x384(benchmark, method: str) -> None:
     rng = np.random.default_rng(0)
     hidden = rng.standard_normal((BATCH, 128, 384)).astype(np.float32)
-    mask = (np.arange(128)[None, :] < rng.integers(5, 128, BATCH)[:, None]).astype(np.int64)
-    pooled = benchmark(pool, hidden, mask, Pooling(method), None)
+    ids = [np.ones(int(n), dtype=np.int64) for n in rng.integers(5, 128, BATCH)]
+    tokens = Tokenized(ids, np.array([len(i) for i in ids]), np.zeros(BATCH, np.bool_), None)
+    run = layout(tokens, [np.array([i]) for i in range(BATCH)], 0, packing_inputs=False)  # one text per row
+    pooled = benchmark(segment_pool, hidden[:, : run.width], run, method)
     assert pooled.shape == (BATCH, 384)
     assert pooled.dtype == np.float32
 

@@ -61,12 +61,19 @@ def write_parquet(path: Path, texts: list[str], vectors: np.ndarray) -> None:
     table = pa.table({"text": pa.array(texts, type=pa.string()), "embedding": embedding})
     handle, scratch = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
+    os.chmod(scratch, 0o666 & ~_umask())  # mkstemp makes it private; the result is an ordinary file
     try:
         pq.write_table(table, scratch)
         os.replace(scratch, path)
     finally:
         if os.path.exists(scratch):
             os.unlink(scratch)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def _embed_local(job: CorpusJob, texts: list[str]) -> np.ndarray:
@@ -81,9 +88,31 @@ def _embed_local(job: CorpusJob, texts: list[str]) -> np.ndarray:
 
 
 def _embed_ray(job: CorpusJob, texts: list[str], address: str | None) -> np.ndarray:
-    from .ray_data import embed_texts_on_ray
+    """One file's texts on a Ray cluster (joined at `address`, or a local one), in order."""
+    import ray
+    import ray.data
 
-    return embed_texts_on_ray(texts, job, address=address)
+    from .ray_data import embed_dataset
+
+    if not ray.is_initialized():
+        # Ray's own INFO/WARNING lines (and its "Failed to kill actor" noise when the actor pool winds down) are not
+        # this command's output; errors still show.
+        ray.init(address=address, include_dashboard=False, logging_level="error", log_to_driver=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+    cpus = int(ray.available_resources().get("CPU", 1))
+    threads = job.threads or 1
+    ds = ray.data.from_items([{"text": t} for t in texts])
+    out = embed_dataset(
+        ds,
+        job.model_dir,
+        actors=max(1, cpus // threads),
+        cpus_per_actor=threads,
+        pooling=job.pooling,
+        normalize=job.normalize,
+        variant=job.variant,
+    )
+    rows = out.take_all()
+    return np.stack([row["embedding"] for row in rows]).astype(np.float32)
 
 
 def embed_corpus(

@@ -14,9 +14,7 @@ import numpy as np
 if TYPE_CHECKING:
     import ray.data
 
-    from .corpus import CorpusJob
-
-__all__ = ["EncoderActor", "embed_dataset", "embed_texts_on_ray"]
+__all__ = ["EncoderActor", "embed_dataset"]
 
 
 class EncoderActor:
@@ -81,26 +79,3 @@ def embed_dataset(
         # A Dataset copies the DataContext when it is created: the flag must be set on this one, not the global.
         out.context.execution_options.preserve_order = True
     return out
-
-
-def embed_texts_on_ray(texts: list[str], job: CorpusJob, *, address: str | None = None) -> np.ndarray:
-    """Embed one file's texts on a Ray cluster (joined at `address`, or a local one) and return them in order."""
-    import ray
-    import ray.data
-
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, configure_logging=False)
-    cpus = int(ray.available_resources().get("CPU", 1))
-    threads = job.threads or 1
-    ds = ray.data.from_items([{"text": t} for t in texts])
-    out = embed_dataset(
-        ds,
-        job.model_dir,
-        actors=max(1, cpus // threads),
-        cpus_per_actor=threads,
-        pooling=job.pooling,
-        normalize=job.normalize,
-        variant=job.variant,
-    )
-    rows = out.take_all()
-    return np.stack([row["embedding"] for row in rows]).astype(np.float32)

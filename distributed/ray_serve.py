@@ -8,7 +8,6 @@ serve.run(embeddings_app("minilm", replicas=2, threads=2), route_prefix="/v1/emb
 from __future__ import annotations
 
 import asyncio
-import itertools
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,8 @@ from starlette.responses import JSONResponse
 
 from onnxbert.runtime.pooling import normalize as l2_normalize
 from onnxbert.runtime.tokenize import Tokenized
-from onnxbert.serve.core import OpenAIRequest, error_body, openai_body
+from onnxbert.serve.batcher import split_rows
+from onnxbert.serve.core import ApiError, OpenAIRequest, admit, error_body, openai_body
 
 __all__ = ["EmbeddingDeployment", "embeddings_app"]
 
@@ -44,8 +44,7 @@ class EmbeddingDeployment:
     async def _embed(self, requests: list[Tokenized]) -> list[np.ndarray]:
         merged = Tokenized.concat(requests)  # tokenized once, at admission, as in `onnxbert serve`
         vectors = l2_normalize(await asyncio.to_thread(self.encoder.embed_tokens, merged))
-        bounds = np.cumsum([0] + [len(tokens) for tokens in requests])
-        return [vectors[a:b] for a, b in itertools.pairwise(bounds)]
+        return split_rows(vectors, [len(tokens) for tokens in requests])
 
     async def __call__(self, request: Request) -> Any:
         """POST the body of OpenAI's embeddings API -> the same response as `onnxbert serve`."""
@@ -54,15 +53,10 @@ class EmbeddingDeployment:
         except ValidationError as error:
             details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors())
             return _error(422, f"invalid request: {details}")
-        texts = [body.input] if isinstance(body.input, str) else body.input
-        if not texts:
-            return _error(400, "input is empty: send at least one text")
-        if len(texts) > self.max_inputs:
-            return _error(422, f"{len(texts)} inputs exceed max_inputs={self.max_inputs}")
         try:
-            tokens = self.encoder.tokenize(texts)
-        except ValueError as error:
-            return _error(422, str(error).replace("texts[", "input["))
+            tokens = admit(self.encoder, body.input, max_inputs=self.max_inputs, truncate=True, field="input")
+        except ApiError as error:
+            return _error(error.status, error.message)
         vectors = await self._embed(tokens)
         return openai_body(vectors, tokens, body.model or self.model_name, body.encoding_format)
 

@@ -13,8 +13,9 @@ try:
     import transformers  # noqa: F401
 except ImportError as _error:  # pragma: no cover - exercised only in an install without the extra
     raise ImportError(
-        f"onnxbert.export needs {_error.name}: pip install torch==2.13.0 'onnxbert[export,cpu]' "
-        "(pin torch first so pip does not fetch a CUDA build)"
+        f"onnxbert.export needs {_error.name}: pip install torch==2.13.0 --extra-index-url "
+        "https://download.pytorch.org/whl/cpu && pip install 'onnxbert[export,cpu]' (torch first, from PyTorch's "
+        "CPU index, so that pip does not fetch a CUDA build)"
     ) from _error
 
 from .errors import ExportError, VerificationError

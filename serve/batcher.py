@@ -31,6 +31,12 @@ from .settings import ServerSettings
 __all__ = ["Batcher", "Job", "QueueFullError"]
 
 
+def split_rows(rows: Any, sizes: list[int]) -> list[Any]:
+    """One merged call's rows back per request: consecutive slices of `sizes` rows each."""
+    bounds = np.cumsum([0, *sizes])
+    return [rows[a:b] for a, b in itertools.pairwise(bounds)]
+
+
 class QueueFullError(Exception):
     """The queue holds max_queue texts already; the client should retry after `retry_after` seconds."""
 
@@ -220,5 +226,4 @@ class Batcher:
         self._metrics.batch_texts.observe(len(merged))
         self._metrics.batch_tokens.observe(float(merged.lengths.sum()))
         self._metrics.tokens.inc(float(merged.lengths.sum()))
-        bounds = np.cumsum([0] + [len(job.tokens) for job in jobs])
-        return [rows[a:b] for a, b in itertools.pairwise(bounds)]
+        return split_rows(rows, [len(job.tokens) for job in jobs])

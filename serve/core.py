@@ -32,6 +32,7 @@ __all__ = [
     "EmbedRequest",
     "OpenAIRequest",
     "State",
+    "admit",
     "embed_answer",
     "error_body",
     "json_bytes",
@@ -68,7 +69,7 @@ class EmbedRequest(BaseModel):
     inputs: str | list[str]
     normalize: bool = True
     truncate: bool = False
-    pooling: Literal["pooler", "cls", "mean", "max"] | None = None
+    pooling: Pooling | None = None
 
 
 @dataclass
@@ -108,21 +109,43 @@ def json_bytes(content: Any) -> bytes:
     return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-async def tokenize(state: State, inputs: str | list[str], *, truncate: bool, offsets: bool = False) -> Tokenized:
-    """The request's texts tokenized, or the ApiError (400 empty, 422 too many / bad / too long) to answer."""
+def admit(
+    encoder: Encoder,
+    inputs: str | list[str],
+    *,
+    max_inputs: int,
+    truncate: bool,
+    offsets: bool = False,
+    field: str = "inputs",
+) -> Tokenized:
+    """A request's texts tokenized, or the ApiError (400 empty, 422 too many / bad / too long) to answer.
+
+    `field`: the body's name for the texts (`input` in OpenAI's API, `inputs` in TEI's), used in the messages.
+    """
     texts = [inputs] if isinstance(inputs, str) else inputs
     if not texts:
-        raise ApiError(400, "inputs is empty: send at least one text", "Validation")
-    if len(texts) > state.settings.max_client_batch:
-        raise ApiError(
-            422, f"{len(texts)} inputs exceed max_client_batch={state.settings.max_client_batch}", "Validation"
-        )
-    assert state.encoder is not None  # guarded by readiness
-    start = time.perf_counter()
+        raise ApiError(400, f"{field} is empty: send at least one text", "Validation")
+    if len(texts) > max_inputs:
+        raise ApiError(422, f"{len(texts)} inputs exceed max_client_batch={max_inputs}", "Validation")
     try:  # inline: a request's texts tokenize in microseconds, less than a thread hand-off costs
-        tokens = state.encoder.tokenize(texts, truncate=truncate, offsets=offsets)
+        return encoder.tokenize(texts, truncate=truncate, offsets=offsets)
     except ValueError as error:  # a lone surrogate, or a text over max_length with truncate=false
-        raise ApiError(422, str(error).replace("texts[", "inputs["), "Validation") from None
+        raise ApiError(422, str(error).replace("texts[", f"{field}["), "Validation") from None
+
+
+async def tokenize(
+    state: State, inputs: str | list[str], *, truncate: bool, offsets: bool = False, field: str = "inputs"
+) -> Tokenized:
+    """`admit` with the server's limit, timed into its metrics."""
+    start = time.perf_counter()
+    tokens = admit(
+        _encoder(state),
+        inputs,
+        max_inputs=state.settings.max_client_batch,
+        truncate=truncate,
+        offsets=offsets,
+        field=field,
+    )
     state.metrics.tokenize_seconds.observe(time.perf_counter() - start)
     return tokens
 
@@ -166,7 +189,13 @@ def _encoder(state: State) -> Encoder:
 
 
 async def embed_answer(
-    state: State, receive: Receive, inputs: str | list[str], *, normalize: bool, truncate: bool, pooling: str | None
+    state: State,
+    receive: Receive,
+    inputs: str | list[str],
+    *,
+    normalize: bool,
+    truncate: bool,
+    pooling: str | Pooling | None,
 ) -> bytes:
     """POST /embed (TEI): one vector per input."""
     tokens = await tokenize(state, inputs, truncate=truncate)
@@ -187,7 +216,7 @@ async def openai_answer(
     encoder = _encoder(state)
     if dimensions is not None and dimensions != encoder.hidden_size:
         raise ApiError(422, f"dimensions={dimensions}: this model returns {encoder.hidden_size}", "Validation")
-    tokens = await tokenize(state, inputs, truncate=True)
+    tokens = await tokenize(state, inputs, truncate=True, field="input")
     vectors = await run(state, receive, Job(False, Pooling(encoder.default_pooling), tokens, normalize=True))
     name = model or state.settings.model_name or state.directory.name
     return json_bytes(openai_body(vectors, tokens, name, encoding_format, arrays=True))

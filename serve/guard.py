@@ -18,6 +18,8 @@ import orjson
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from onnxbert.runtime.pooling import POOLINGS
+
 from .core import ApiError, EmbedRequest, OpenAIRequest, State, embed_answer, error_body, json_bytes, openai_answer
 
 __all__ = ["Guard"]
@@ -36,7 +38,7 @@ def _choices(model: type[BaseModel], name: str) -> frozenset[Any]:
     return frozenset(get_args(literal)) | ({None} if type(None) in get_args(annotation) else set())
 
 
-_POOLINGS = _choices(EmbedRequest, "pooling")
+_POOLINGS = frozenset({*POOLINGS, None})
 _FORMATS = _choices(OpenAIRequest, "encoding_format")
 _EMBED_DEFAULTS = {name: _default(EmbedRequest, name) for name in ("normalize", "truncate", "pooling")}
 _OPENAI_DEFAULTS = {name: _default(OpenAIRequest, name) for name in ("model", "encoding_format", "dimensions")}

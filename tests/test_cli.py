@@ -22,6 +22,13 @@ def test_embed_texts_to_stdout(tiny_model_dir: Path, capsys: pytest.CaptureFixtu
     np.testing.assert_allclose([row["embedding"] for row in rows], expected, atol=1e-6)
 
 
+def test_texts_may_follow_options(tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["embed", str(tiny_model_dir), "--token-level", "hello", "今天"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["index"] for row in rows] == [0, 1]
+    assert [len(row["last_hidden_state"]) for row in rows] == [3, 4]  # [CLS] hello [SEP]; [CLS] 今 天 [SEP]
+
+
 def test_embed_lines_file_to_npy(tiny_model_dir: Path, tmp_path: Path) -> None:
     source = tmp_path / "texts.txt"
     source.write_text("hello\nthe dog runs\n\n今天\n", encoding="utf-8")

@@ -58,6 +58,16 @@ def test_embed_corpus_in_process(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert again["written"] == [] and len(again["skipped"]) == 3
 
 
+def test_outputs_are_ordinary_files_under_the_umask(tiny_model_dir: Path, tmp_path: Path) -> None:
+    inputs = write_inputs(tmp_path / "in", (3, 2, 2))
+    previous = os.umask(0o022)
+    try:
+        embed_corpus(CorpusJob(tiny_model_dir), inputs[:1], tmp_path / "out", progress=False)
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "out" / "a.parquet").stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
+
+
 def test_killed_run_resumes_and_does_only_the_rest(tiny_model_dir: Path, tmp_path: Path) -> None:
     inputs = write_inputs(tmp_path / "in", (50, 60_000, 40))  # the second file is slow enough to kill during
     out = tmp_path / "out"

@@ -242,6 +242,13 @@ def test_pickle_checkpoint_is_announced(tmp_path: Path, capsys: pytest.CaptureFi
     assert "pickle" in capsys.readouterr().err
 
 
+def test_mistyped_local_path_is_no_such_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for typo in ("./ckpt_typo", str(tmp_path / "ckpt_typo"), "models/bert/base"):
+        with pytest.raises(ExportError, match="no such directory"):
+            export_model(typo, tmp_path / "out", progress=False)
+
+
 def test_parse_variants_and_bad_options(tiny_checkpoint: Path, tmp_path: Path) -> None:
     assert parse_variants("int8, fp32") == ["fp32", "int8"]
     with pytest.raises(ExportError, match="fp32, int8, fp16"):

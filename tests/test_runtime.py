@@ -261,3 +261,22 @@ def test_variant_not_exported_hint_keeps_the_others(model_copy: Path) -> None:
     (model_copy / "onnxbert.json").write_text(json.dumps(manifest), encoding="utf-8")
     with pytest.raises(ModelDirectoryError, match=r"--variants fp32,int8,fp16 --force` \(keeps the others\)"):
         Encoder(model_copy, variant="int8")
+
+
+def test_exact_int8_only_where_the_cpu_lacks_vnni(tiny_model_dir: Path) -> None:
+    from onnxbert.runtime.session import cpu_flags, exact_int8_needed
+
+    assert exact_int8_needed("x86_64", frozenset({"avx2", "fma"}))  # AVX2 only: u8 x s8 saturates at 16 bits
+    assert exact_int8_needed("x86_64", frozenset({"avx2", "avx512f", "avx512bw"}))  # AVX-512 without VNNI too
+    assert exact_int8_needed("x86_64", frozenset())  # flags unknown: exact first
+    for vnni in ("avx512_vnni", "avx_vnni", "amx_int8"):
+        assert not exact_int8_needed("x86_64", frozenset({"avx2", vnni}))
+    assert not exact_int8_needed("aarch64", frozenset())
+    import platform
+
+    options = Encoder(tiny_model_dir, variant="int8")._session.get_session_options()
+    try:
+        entry = options.get_session_config_entry("session.x64quantprecision")
+    except RuntimeError:  # not set
+        entry = None
+    assert (entry == "1") == exact_int8_needed(platform.machine(), cpu_flags())

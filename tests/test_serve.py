@@ -6,7 +6,6 @@ import asyncio
 import base64
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,65 +18,15 @@ import numpy as np
 import pytest
 
 from onnxbert.runtime import Encoder
+from onnxbert.serve.process import free_port, running_server
 
 LONG = "the quick brown fox jumps over the lazy dog " * 28  # ~250 tokens with MiniLM's vocabulary
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextmanager
 def server(directory: Path, *flags: str, wait: bool = True) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "onnxbert",
-            "serve",
-            str(directory),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            *flags,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        if wait:
-            wait_ready(url, process)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def wait_ready(url: str, process: subprocess.Popen[str], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(
-                f"server exited {process.returncode}: {process.stderr.read() if process.stderr else ''}"
-            )
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("server did not become ready")
+    with running_server(directory, *flags, wait=wait, capture_output=True, timeout=60) as running:
+        yield running.url, running.process
 
 
 @pytest.fixture(scope="module")
@@ -146,18 +95,19 @@ def test_two_hundred_concurrent_requests_get_their_own_rows(minilm_server: str, 
 
 def test_load_benchmark_client_counts_answers_and_reads_the_batching(minilm_server: str) -> None:
     """serve-load's client (no timing asserted): every text sent once and checked, the server's batching read back."""
-    from benchmarks.serve_load import _drive
+    from benchmarks.serve_load import drive
 
     texts = [f"sentence number {i} about the ocean" for i in range(48)]
-    run = asyncio.run(_drive(minilm_server, texts, 8))
+    run = asyncio.run(drive(minilm_server, texts, 8))
     assert run["requests"] == 48 and run["failures"] == 0
     assert 1 <= run["mean_batch_texts"] <= 8  # 8 closed-loop clients never have more than 8 texts in flight
     assert 0 < run["inference_busy"] <= 1.05
     assert run["client_cpu_us"] > 0
-    rejected = asyncio.run(_drive(minilm_server, [*texts[:5], "word " * 600, *texts[5:10]], 3))  # 422: too long
+    rejected = asyncio.run(drive(minilm_server, [*texts[:5], "word " * 600, *texts[5:10]], 3))  # 422: too long
     assert rejected["requests"] == 11 and rejected["failures"] == 1
 
 
+@pytest.mark.export  # the benchmarks read their text through the export extra
 def test_serve_ab_drives_two_servers_in_alternating_rounds(tiny_model_dir: Path, tmp_path: Path) -> None:
     """serve-ab (no timing asserted): both sides answer every request, rounds pair up, a bad flag ends the run."""
     from benchmarks.serve_ab import _sign_test, run_ab
@@ -213,7 +163,8 @@ def test_tei_endpoints_match_the_encoder(tiny_server: str, tiny_model_dir: Path)
 @pytest.mark.parametrize(
     ("path", "payload", "status", "message"),
     [
-        ("/embed", {"inputs": []}, 400, "empty"),
+        ("/embed", {"inputs": []}, 400, "inputs is empty"),
+        ("/v1/embeddings", {"input": []}, 400, "input is empty"),  # OpenAI's field name, not TEI's
         ("/embed", {"inputs": ["a", "b", "c", "d", "e"]}, 422, "max_client_batch=4"),
         ("/embed", {"inputs": [1, 2]}, 422, "invalid request"),
         ("/embed", {"inputs": "x " * 600, "truncate": False}, 422, "602 tokens, over max_length=512"),
