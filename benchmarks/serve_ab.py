@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.env import environment
-from benchmarks.serve_load import cpu_cell, drive, drive_open, run_clients
+from benchmarks.load_client import cpu_cell, drive, drive_open, run_clients
 from benchmarks.workloads import sentences
 from onnxbert.runtime import available_cpus
 from onnxbert.serve.process import ServerProcess, ServerStartError, start_server
@@ -67,33 +67,39 @@ def run_ab(
     finally:
         for server in servers.values():
             server.stop()
-    metric = "throughput" if rate is None else "p50_ms"
-    ratios = [b[metric] / a[metric] for a, b in zip(runs["A"], runs["B"], strict=True)]
-    wins = sum(r > 1 if rate is None else r < 1 for r in ratios)
-    result = {
+    result = _result(runs, rate, len(texts)) | {
         "model": model or directory.name,
         "directory": str(directory),
         "a_flags": a_flags,
         "b_flags": b_flags,
         "concurrency": concurrency,
-        "rate": rate,
-        "metric": metric,
-        "requests": len(texts),
-        "rounds": rounds,
-        "median_ratio": float(np.median(ratios)),
-        "ratio_quartiles": [float(q) for q in np.percentile(ratios, [25, 75])],
-        "b_wins": wins,
-        # Two-sided sign test: how often a fair coin gives a split at least this uneven
-        "sign_test_p": _sign_test(wins, rounds),
-        "ratios": ratios,
-        "sides": {name: _summary(side) for name, side in runs.items()},
-        "runs": runs,
-        "environment": environment(available_cpus()),
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "serve_ab.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     (out / "serve_ab.md").write_text(markdown(result), encoding="utf-8")
     return result
+
+
+def _result(runs: dict[str, list[dict[str, Any]]], rate: float | None, requests: int) -> dict[str, Any]:
+    """The paired comparison: B over A per round (throughput, or p50 latency open-loop), its median and sign test."""
+    metric = "throughput" if rate is None else "p50_ms"
+    ratios = [b[metric] / a[metric] for a, b in zip(runs["A"], runs["B"], strict=True)]
+    wins = sum(r > 1 if rate is None else r < 1 for r in ratios)
+    return {
+        "rate": rate,
+        "metric": metric,
+        "requests": requests,
+        "rounds": len(ratios),
+        "median_ratio": float(np.median(ratios)),
+        "ratio_quartiles": [float(q) for q in np.percentile(ratios, [25, 75])],
+        "b_wins": wins,
+        # Two-sided sign test: how often a fair coin gives a split at least this uneven
+        "sign_test_p": _sign_test(wins, len(ratios)),
+        "ratios": ratios,
+        "sides": {name: _summary(side) for name, side in runs.items()},
+        "runs": runs,
+        "environment": environment(available_cpus()),
+    }
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, float]:

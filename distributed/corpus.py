@@ -5,6 +5,7 @@ Finished files are skipped, so a killed run resumes where it stopped. In-process
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -95,9 +96,13 @@ def _embed_ray(job: CorpusJob, texts: list[str], address: str | None) -> np.ndar
     from .ray_data import embed_dataset
 
     if not ray.is_initialized():
-        # Ray's own INFO/WARNING lines (and its "Failed to kill actor" noise when the actor pool winds down) are not
-        # this command's output; errors still show.
+        # Ray's own progress and log lines are not this command's output: its core worker's C++ log (which calls an
+        # actor pool winding down "Failed to kill actor ... Socket closed", error level) unless the user set a level,
+        # and its Python loggers below ERROR. Failures still raise here.
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
         ray.init(address=address, include_dashboard=False, logging_level="error", log_to_driver=False)
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
         ray.data.DataContext.get_current().enable_progress_bars = False
     cpus = int(ray.available_resources().get("CPU", 1))
     threads = job.threads or 1

@@ -126,6 +126,22 @@ def test_embed_corpus_on_ray_writes_what_in_process_writes(
 
 
 @pytest.mark.slow
+def test_embed_corpus_on_ray_prints_only_its_own_lines(tiny_model_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    inputs = write_inputs(tmp_path / "in", (30, 20, 25))
+    command = [sys.executable, "-m", "onnxbert", "embed-corpus", str(tiny_model_dir), *map(str, inputs)]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_BACKEND_LOG_LEVEL"}
+    done = subprocess.run(
+        [*command, "--output", str(tmp_path / "out"), "--ray"], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    noise = [line for line in done.stderr.splitlines() if not line.startswith("[") or " E " in line or "INFO" in line]
+    assert noise == [], noise  # Ray's INFO lines, progress bars and "Failed to kill actor" errors stay out
+    ours = [line for line in done.stderr.splitlines() if "texts ->" in line]
+    assert len(ours) == 3
+
+
+@pytest.mark.slow
 def test_ray_serve_round_trip(local_ray: None, minilm_dir: Path) -> None:
     import httpx
     from ray import serve

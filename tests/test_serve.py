@@ -95,7 +95,7 @@ def test_two_hundred_concurrent_requests_get_their_own_rows(minilm_server: str, 
 
 def test_load_benchmark_client_counts_answers_and_reads_the_batching(minilm_server: str) -> None:
     """serve-load's client (no timing asserted): every text sent once and checked, the server's batching read back."""
-    from benchmarks.serve_load import drive
+    from benchmarks.load_client import drive
 
     texts = [f"sentence number {i} about the ocean" for i in range(48)]
     run = asyncio.run(drive(minilm_server, texts, 8))
