@@ -25,6 +25,7 @@ from .progress import Progress
 from .quality import cosines, sts_spearman, top_k_agreement
 from .stage import model_slot, open_variant, record_variant
 from .sts import StsPairs, sts_pairs, unique_sentences
+from .texts import text_hash
 
 __all__ = ["Judge", "SelectionText", "timed_embed"]
 
@@ -75,24 +76,46 @@ class Judge:
     reference: Float32Array = field(init=False)
     reference_spearman: float = field(init=False)
     reference_seconds: float = field(init=False)
+    fp32_graph: Path = field(init=False)
     _slots: itertools.count[int] = field(init=False, default_factory=itertools.count)
 
     def slot(self, precision: str = "int8") -> Path:
         """Where the next candidate graph is to be written (a fresh model directory)."""
         return model_slot(self.scratch / f"candidate-{next(self._slots)}", self.tokenizer, precision)
 
-    def run(self, graph: Path, precision: str) -> tuple[Float32Array, float]:
-        """The graph at `graph` (written to a slot) embedded by Encoder, packed rows as users get them."""
+    def encoder(self, graph: Path, precision: str) -> Encoder:
+        """An Encoder on the graph at `graph` (written to a slot), packed rows as users get them."""
         variant = record_variant(graph, precision, fusions={}, recipe={}, say=self.say)
-        encoder = open_variant(graph.parent, self.base, variant, provider="cpu", threads=self.threads, spinning=False)
-        return timed_embed(encoder, self.text.sentences, self.pooling)
+        return open_variant(graph.parent, self.base, variant, provider="cpu", threads=self.threads, spinning=False)
+
+    def run(self, graph: Path, precision: str) -> tuple[Float32Array, float]:
+        """Unit vectors of the selection text from the graph at `graph`, and one warm pass's seconds."""
+        return timed_embed(self.encoder(graph, precision), self.text.sentences, self.pooling)
 
     def set_reference(self, fused: Path) -> None:
         """Measure the fp32 graph: the vectors and time every candidate is compared with."""
         slot = self.slot("fp32")
         shutil.copyfile(fused, slot)
+        self.fp32_graph = slot
         self.reference, self.reference_seconds = self.run(slot, "fp32")
         self.reference_spearman = sts_spearman(self.reference, self.text.left, self.text.right, self.text.gold)
+
+    def held_out(self, graph: Path, texts: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+        """A candidate against fp32 on texts no choice looked at: each text's hash, cosines and top-10 agreement."""
+        fp32, int8 = self.encoder(self.fp32_graph, "fp32"), self.encoder(graph, "int8")
+        figures = {}
+        for name, sentences in texts.items():
+            reference = fp32.embed(sentences, pooling=self.pooling, normalize=True)
+            vectors = int8.embed(sentences, pooling=self.pooling, normalize=True)
+            similarity = cosines(vectors, reference)
+            figures[name] = {
+                "texts": len(sentences),
+                "sha256": text_hash(sentences),
+                "mean_cosine": float(similarity.mean()),
+                "min_cosine": float(similarity.min()),
+                "top10_agreement": top_k_agreement(vectors, reference),
+            }
+        return figures
 
     def measure(self, graph: Path) -> dict[str, Any]:
         """A candidate's figures against fp32 on the selection text."""

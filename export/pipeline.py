@@ -15,10 +15,9 @@ import onnxruntime as ort
 from onnxbert.runtime.manifest import PRECISIONS, Manifest
 
 from .errors import ExportError, VerificationError
-from .int8_gate import Int8Budget, parse_recipe
+from .int8_gate import Int8Budget, check_int8_text, parse_recipe
 from .progress import Progress
 from .source import resolve_checkpoint
-from .sts import sts_pairs
 
 __all__ = ["ExportResult", "export_model", "parse_variants"]
 
@@ -91,7 +90,7 @@ def export_model(
     wanted = parse_variants(variants)
     int8 = Int8Options(Int8Budget.parse(int8_quality), parse_recipe(int8_recipe))
     if "int8" in wanted:
-        sts_pairs("dev")  # the gate's text: missing is an error now, not after minutes of export
+        check_int8_text()
     if opset < 17:
         raise ExportError(f"--opset {opset} is too old; the fused graph needs opset >= 17")
     target = Path(output).resolve()

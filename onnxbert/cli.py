@@ -208,7 +208,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         max_client_batch=args.max_client_batch,
         payload_limit=args.payload_limit,
-        api_key=args.api_key or os.environ.get("ONNXBERT_API_KEY"),  # the environment is read here, at the edge
+        # The environment is read here, at the edge; a key given but empty is an error, never "no key".
+        api_key=args.api_key if args.api_key is not None else os.environ.get("ONNXBERT_API_KEY"),
         model_name=args.model_name,
     )
     return serve(args.directory, settings, host=args.host, port=args.port, log_level=args.log_level)

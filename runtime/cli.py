@@ -151,4 +151,10 @@ def run_info(args: argparse.Namespace) -> int:
         print(f"{name}: {state}, {variant.file} ({variant.bytes / 1e6:.1f} MB, for {variant.provider}{twin})")
         if figures:
             print("      " + json.dumps(figures, default=str))
+        for text, held in variant.recipe.get("held_out", {}).items():
+            verdict = "within budget" if not held.get("failures") else "outside budget"
+            print(
+                f"      held-out {text} ({held['texts']} texts): mean cosine {held['mean_cosine']:.5f}, "
+                f"top-10 {held['top10_agreement']:.3f} ({verdict})"
+            )
     return 0

@@ -115,6 +115,12 @@ class Encoder:
         return self._tokenizer.max_length
 
     @property
+    def poolings(self) -> tuple[str, ...]:
+        """The poolings this model offers: `pooler` only where the checkpoint has pooler weights."""
+        has_pooler = self._dir.manifest.architecture.has_pooler
+        return tuple(p.value for p in Pooling if p is not Pooling.POOLER or has_pooler)
+
+    @property
     def default_pooling(self) -> str:
         """The pooling `embed` uses when none is given."""
         return self._dir.manifest.default_pooling

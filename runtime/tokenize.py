@@ -10,6 +10,8 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Tokenizer
 
+from .errors import REEXPORT_HINT, ModelDirectoryError
+
 __all__ = ["TextTokenizer", "Tokenized", "check_texts"]
 
 
@@ -58,16 +60,23 @@ class Tokenized:
         return len(self.ids)
 
 
+def _load(path: Path) -> Tokenizer:
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as error:  # the Rust library raises a bare Exception for unreadable or malformed files
+        raise ModelDirectoryError(f"{path} is not a readable tokenizer.json ({error}); {REEXPORT_HINT}") from error
+
+
 class TextTokenizer:
     """The model directory's tokenizer.json with truncation at `max_length` and no padding (batches pad themselves)."""
 
     def __init__(self, path: Path, *, max_length: int) -> None:
         self.max_length = max_length
-        self._tokenizer = Tokenizer.from_file(str(path))
+        self._tokenizer = _load(path)
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length)
         # A second copy without truncation counts the tokens of a text that truncate=False must reject.
-        self._counter = Tokenizer.from_file(str(path))
+        self._counter = _load(path)
         self._counter.no_padding()
         self._counter.no_truncation()
 

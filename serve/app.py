@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from onnxbert.runtime import Encoder, Pooling
@@ -88,9 +89,9 @@ def create_app(directory: str | Path, settings: ServerSettings | None = None) ->
 
     app = _GuardedApp(title="onnxbert", version="1", lifespan=lifespan)
     app.state.onnxbert = state
-    app.guard = Guard(app.stack, state)
     _install_errors(app, state)
     _install_routes(app, state)
+    app.guard = Guard(app.stack, state, frozenset(getattr(route, "path", "") for route in app.routes))
     return app
 
 
@@ -111,11 +112,23 @@ class _GuardedApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+_KINDS = {400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed"}
+_UNPARSED = "the body is not valid JSON (UTF-8 text, nested no deeper than a parser allows)"
+
+
 def _install_errors(app: FastAPI, state: State) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
         body = error_body(request.url.path, error.status, error.message, error.kind)
         return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own 400 (a body that is not JSON), 404 and 405, in the endpoint family's error shape
+        kind = _KINDS.get(error.status_code, "BadRequest")
+        message = _UNPARSED if error.status_code == 400 else str(error.detail)  # FastAPI's 400: body unparseable
+        body = error_body(request.url.path, error.status_code, message, kind)
+        return JSONResponse(body, status_code=error.status_code, headers=getattr(error, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -219,7 +232,7 @@ def _install_operations_routes(app: FastAPI, state: State) -> None:
 
 def _encoder_info(encoder: Encoder | None) -> dict[str, Any]:
     """What /info says of the loaded Encoder (every field None while it loads)."""
-    fields = ("variant", "provider", "packing", "threads", "spinning", "hidden_size", "default_pooling")
+    fields = ("variant", "provider", "packing", "threads", "spinning", "hidden_size", "default_pooling", "poolings")
     if encoder is None:
         return dict.fromkeys(("source", *fields, "max_input_length"))
     found = {name: getattr(encoder, name) for name in fields}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,6 +110,9 @@ def json_bytes(content: Any) -> bytes:
     return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+_NO_TEXT = re.compile(r"[\s\x00-\x1f\x7f]*")  # stops at the first real character: cheap on any text
+
+
 def admit(
     encoder: Encoder,
     inputs: str | list[str],
@@ -127,6 +131,10 @@ def admit(
         raise ApiError(400, f"{field} is empty: send at least one text", "Validation")
     if len(texts) > max_inputs:
         raise ApiError(422, f"{len(texts)} inputs exceed max_client_batch={max_inputs}", "Validation")
+    blank = next((i for i, text in enumerate(texts) if _NO_TEXT.fullmatch(text)), None)
+    if blank is not None:  # TEI and OpenAI refuse these too: every one would embed as the same [CLS] [SEP]
+        where = f"{field}[{blank}]" if isinstance(inputs, list) else field
+        raise ApiError(422, f"{where} has no text (empty, or only spaces and control characters)", "Validation")
     try:  # inline: a request's texts tokenize in microseconds, less than a thread hand-off costs
         return encoder.tokenize(texts, truncate=truncate, offsets=offsets)
     except ValueError as error:  # a lone surrogate, or a text over max_length with truncate=false
@@ -198,8 +206,14 @@ async def embed_answer(
     pooling: str | Pooling | None,
 ) -> bytes:
     """POST /embed (TEI): one vector per input."""
+    encoder = _encoder(state)
+    method = Pooling(pooling or encoder.default_pooling)
+    if method.value not in encoder.poolings:
+        offered = ", ".join(encoder.poolings)
+        raise ApiError(
+            422, f"pooling={method.value!r}: this model offers {offered} (it has no pooler weights)", "Validation"
+        )
     tokens = await tokenize(state, inputs, truncate=truncate)
-    method = Pooling(pooling or _encoder(state).default_pooling)
     return json_bytes(await run(state, receive, Job(False, method, tokens, normalize=normalize)))
 
 

@@ -25,6 +25,7 @@ from .core import ApiError, EmbedRequest, OpenAIRequest, State, embed_answer, er
 __all__ = ["Guard"]
 
 _OPEN_PATHS = frozenset({"/health", "/metrics", "/docs", "/openapi.json", "/redoc"})
+_JSON_PATHS = frozenset({"/v1/embeddings", "/embed", "/embed_all", "/tokenize"})  # bodies are JSON
 
 
 def _default(model: type[BaseModel], name: str) -> Any:
@@ -92,15 +93,16 @@ class Guard:
     Pure ASGI (not BaseHTTPMiddleware) so that the endpoint still sees the client's disconnect message.
     """
 
-    def __init__(self, app: ASGIApp, state: State) -> None:
-        self.app, self.state = app, state
+    def __init__(self, app: ASGIApp, state: State, paths: frozenset[str]) -> None:
+        """`paths`: the app's routes; metrics label any other path `other`, so labels cannot grow without bound."""
+        self.app, self.state, self.paths = app, state, paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse, answer on the fast path, or pass to the app; count the request either way."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path, start, status = scope["path"], time.perf_counter(), [500]
+        path, start, status = scope["path"], time.perf_counter(), [0]
 
         async def send_tracked(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -109,15 +111,22 @@ class Guard:
 
         raw = ((k.lower(), v) for k, v in scope["headers"])
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw if k in _HEADERS}
-        error = self._refuse(scope, headers)
-        if error is not None:
-            await _answer_error(send_tracked, path, error)
-        elif path in _FAST and scope["method"] == "POST" and _is_json(headers.get("content-type")):
-            await self._fast(scope, self._limited(receive), send_tracked)
-        else:
-            await self.app(scope, self._limited(receive), send_tracked)
-        self.state.metrics.requests.labels(path, str(status[0])).inc()
-        self.state.metrics.latency.labels(path).observe(time.perf_counter() - start)
+        try:
+            error = self._refuse(scope, headers)
+            if error is not None:
+                await _answer_error(send_tracked, path, error)
+            elif path in _FAST and scope["method"] == "POST" and _is_json(headers.get("content-type")):
+                await self._fast(scope, self._limited(receive), send_tracked)
+            else:
+                await self.app(scope, self._limited(receive), send_tracked)
+        except Exception:
+            status[0] = status[0] or 500  # the server failed before it answered
+            raise
+        finally:
+            endpoint = path if path in self.paths else "other"
+            # Never answered and no error: the client left first (nginx's 499), not a server fault.
+            self.state.metrics.requests.labels(endpoint, str(status[0] or 499)).inc()
+            self.state.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
 
     async def _fast(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
@@ -153,11 +162,16 @@ class Guard:
     def _refuse(self, scope: Scope, headers: dict[str, str]) -> ApiError | None:
         state, path = self.state, scope["path"]
         if state.settings.api_key and path not in _OPEN_PATHS:
-            offered = headers.get("authorization", "")
-            if not hmac.compare_digest(offered.encode(), f"Bearer {state.settings.api_key}".encode()):
+            offered = headers.get("authorization", "").encode("latin-1")  # the header's bytes as sent
+            if not hmac.compare_digest(offered, f"Bearer {state.settings.api_key}".encode("ascii")):
                 return ApiError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'", "Unauthorized")
         if path in _OPEN_PATHS or scope["method"] != "POST":
             return None
+        kind = headers.get("content-type")
+        if path in _JSON_PATHS and kind is not None and not _is_json(kind):
+            return ApiError(
+                415, f"content-type {kind!r} is not accepted: send application/json", "UnsupportedMediaType"
+            )
         declared, limit = headers.get("content-length", ""), state.settings.payload_limit
         if declared.isdigit() and int(declared) > limit:
             return ApiError(413, f"payload of {declared} bytes exceeds the {limit}-byte limit", "PayloadTooLarge")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = ["ServerSettings", "check_api_key"]
+
 
 @dataclass(frozen=True)
 class ServerSettings:
@@ -51,3 +53,16 @@ class ServerSettings:
         for name in ("max_wait_ms", "refill_gap_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be >= 0")
+        if self.api_key is not None:
+            check_api_key(self.api_key)
+
+
+def check_api_key(key: str) -> None:
+    """Refuse an empty key (it would open the door) and one that is not printable ASCII without spaces.
+
+    A non-ASCII key would match or not depending on how a client encodes its header.
+    """
+    if not key.strip():
+        raise ValueError("the API key is empty (--api-key or $ONNXBERT_API_KEY): give a key, or set neither")
+    if not all("!" <= ch <= "~" for ch in key):
+        raise ValueError("the API key must be printable ASCII without spaces (e.g. from `openssl rand -hex 32`)")

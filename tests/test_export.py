@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 
 torch = pytest.importorskip("torch", reason="export tests need the export extra")
 
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
 from tiny_model import TINY_MODEL, build_tiny_checkpoint  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 from transformers import BertModel  # noqa: E402
@@ -78,6 +78,15 @@ def test_manifest_validates_and_matches_files(tiny_export_dir: Path) -> None:
     assert manifest.tokenizer.sha256 == sha256_file(tiny_export_dir / "tokenizer.json")
 
 
+def test_int8_records_its_figures_on_held_out_text(tiny_export_dir: Path) -> None:
+    recipe = Manifest.load(tiny_export_dir).variants["int8"].recipe
+    assert set(recipe["held_out"]) == {"python-docs", "chinese-reviews"}  # never calibrated on, never chosen by
+    for figures in recipe["held_out"].values():
+        assert figures["texts"] == 1000 and len(figures["sha256"]) == 64
+        assert 0.0 <= figures["top10_agreement"] <= 1.0 and -1.0 <= figures["min_cosine"] <= figures["mean_cosine"]
+        assert isinstance(figures["failures"], list)
+
+
 def test_tokenizer_has_no_baked_padding_or_truncation(tiny_export_dir: Path) -> None:
     saved = json.loads((tiny_export_dir / "tokenizer.json").read_text(encoding="utf-8"))
     assert saved["padding"] is None
@@ -125,11 +134,11 @@ def test_fusion_counts_match_architecture(tiny_export_dir: Path, variant: str) -
 def test_int8_graph_is_quantized_and_fp16_has_half_weights(tiny_export_dir: Path) -> None:
     counts = operator_counts(tiny_export_dir / "model.int8.onnx")
     recipe = Manifest.load(tiny_export_dir).variants["int8"].recipe
-    assert recipe["name"] == "dynamic"  # budget 'any': the fastest recipe
+    assert recipe["name"] == "static+rows"  # pinned by tests/tiny_model.py
     # per layer: the QKV projection inside attention, then attention output, FFN in and FFN out
     assert counts["QAttention"] == 2 and counts.get("Attention", 0) == 0
     assert counts["MatMulIntegerToFloat"] == 3 * 2 and counts.get("MatMul", 0) == 0
-    assert counts["DynamicQuantizeLinear"] == 4 * 2
+    assert counts["QuantizeLinear"] == 4 * 2 and counts["ReduceMax"] == 2 * 2  # static ranges, and per-row ones
     fp16 = onnx.load(str(tiny_export_dir / "model.fp16.onnx")).graph
     kinds = {t.data_type for t in fp16.initializer if t.dims and np.prod(t.dims) > 1}
     assert onnx.TensorProto.FLOAT not in kinds and onnx.TensorProto.FLOAT16 in kinds

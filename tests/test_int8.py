@@ -44,11 +44,16 @@ def test_minilm_int8_meets_the_strict_budget_and_records_its_recipe(minilm_int8_
     # every ladder recipe was judged and timed here; the chosen one is the fastest of those within budget
     judged = {name: recipe["candidates"].get(name, gate) for name in ladder}
     passing = {name: figures["speed_vs_fp32"] for name, figures in judged.items() if figures["passed"]}
-    if recipe["name"] in ladder:
-        assert recipe["name"] == max(passing, key=passing.__getitem__)
+    if recipe["name"] in ladder:  # the first of the passing recipes within SPEED_TIE of the fastest
+        tied = [name for name in ladder if name in passing and passing[name] >= max(passing.values()) * 0.95]
+        assert recipe["name"] == tied[0]
     else:
         assert not passing  # the per-layer fallback runs only when no ladder recipe passes
     assert all(figures["failures"] for figures in recipe["candidates"].values() if not figures["passed"])
+    # held-out text: measured and recorded, whether or not the budget holds there (on this model it does not)
+    held = recipe["held_out"]
+    assert set(held) == {"python-docs", "chinese-reviews"}
+    assert all(0.9 < figures["top10_agreement"] <= 1.0 and figures["mean_cosine"] > 0.99 for figures in held.values())
 
 
 @pytest.mark.slow

@@ -234,6 +234,12 @@ def test_tokenizer_from_another_model_is_refused(model_copy: Path, minilm_dir: P
         Encoder(model_copy)
 
 
+def test_corrupt_tokenizer_names_the_file(model_copy: Path) -> None:
+    (model_copy / "tokenizer.json").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ModelDirectoryError, match=r"tokenizer\.json is not a readable tokenizer\.json.*re-export"):
+        Encoder(model_copy)
+
+
 def test_missing_or_foreign_manifest(model_copy: Path, tmp_path: Path) -> None:
     manifest = json.loads((model_copy / "onnxbert.json").read_text(encoding="utf-8"))
     manifest["format_version"] = 99

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -47,7 +48,7 @@ AUTH = {"Authorization": "Bearer s3cret"}
 
 
 def test_openai_round_trip(minilm_server: str, minilm_dir: Path) -> None:
-    texts = ["今天天气真好啊", "A man is playing a guitar.", ""]
+    texts = ["今天天气真好啊", "A man is playing a guitar.", "x"]
     reply = httpx.post(f"{minilm_server}/v1/embeddings", json={"input": texts, "model": "minilm"}, timeout=30)
     assert reply.status_code == 200, reply.text
     body = reply.json()
@@ -164,6 +165,8 @@ def test_tei_endpoints_match_the_encoder(tiny_server: str, tiny_model_dir: Path)
     ("path", "payload", "status", "message"),
     [
         ("/embed", {"inputs": []}, 400, "inputs is empty"),
+        ("/embed", {"inputs": ["ok", "   ", "\u0000"]}, 422, "inputs[1] has no text"),  # TEI refuses them too
+        ("/v1/embeddings", {"input": ""}, 422, "input has no text"),
         ("/v1/embeddings", {"input": []}, 400, "input is empty"),  # OpenAI's field name, not TEI's
         ("/embed", {"inputs": ["a", "b", "c", "d", "e"]}, 422, "max_client_batch=4"),
         ("/embed", {"inputs": [1, 2]}, 422, "invalid request"),
@@ -203,7 +206,7 @@ def test_fast_path_and_fastapi_route_give_the_same_answers(tiny_server: str, tin
     assert fast.status_code == routed.status_code == 200, (fast.text, routed.text)
     np.testing.assert_allclose(fast.json(), raw, atol=1e-5)
     np.testing.assert_allclose(routed.json(), raw, atol=1e-5)
-    assert other_type.status_code == 422  # FastAPI does not read a text/plain body as JSON
+    assert other_type.status_code == 415 and other_type.json()["error_type"] == "UnsupportedMediaType"
     extra = post("/embed", b'{"inputs": "hello world", "extra": 1}')  # unknown field: replayed, ignored there
     np.testing.assert_allclose(extra.json(), encoder.embed(["hello world"], normalize=True), atol=1e-5)
     broken = post("/embed", b'{"inputs": ')
@@ -241,6 +244,75 @@ def test_api_key_is_required(tiny_server: str) -> None:
     wrong = httpx.post(f"{tiny_server}/embed", json={"inputs": "hi"}, headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401 and "API key" in wrong.json()["error"]
     assert httpx.get(f"{tiny_server}/health").status_code == 200  # probes need no key
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "shape"),
+    [
+        ("GET", "/no/such/route", None, 404, "tei"),
+        ("GET", "/v1/no-such-route", None, 404, "openai"),
+        ("GET", "/embed", None, 405, "tei"),
+        ("POST", "/v1/embeddings", b'{"input": "\xff\xfe"}', 400, "openai"),  # not UTF-8
+        ("POST", "/v1/embeddings", b"[" * 50_000 + b"]" * 50_000, 413, "openai"),  # over the 20 kB limit
+        ("POST", "/embed", b"[" * 5_000 + b"]" * 5_000, 400, "tei"),  # nested deeper than any parser goes
+    ],
+)
+def test_every_error_has_its_api_family_shape(
+    tiny_server: str, method: str, path: str, body: bytes | None, status: int, shape: str
+) -> None:
+    headers = {**AUTH, "content-type": "application/json"}
+    reply = httpx.request(method, f"{tiny_server}{path}", content=body, headers=headers)
+    assert reply.status_code == status, reply.text
+    error = reply.json()["error"]
+    if shape == "openai":
+        assert error["code"] == status and isinstance(error["message"], str) and error["type"]
+    else:
+        assert isinstance(error, str) and reply.json()["error_type"]
+    if status == 400:
+        assert "not valid JSON" in str(error)
+
+
+def test_metrics_label_known_routes_and_count_clients_that_left(tiny_server: str) -> None:
+    for i in range(3):
+        httpx.get(f"{tiny_server}/probe-{i}-" + "q" * 100)
+    host, port = tiny_server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as client:  # headers, then gone before the body
+        client.sendall(b"POST /embed HTTP/1.1\r\nhost: x\r\nauthorization: Bearer s3cret\r\n")
+        client.sendall(b"content-type: application/json\r\ncontent-length: 100\r\n\r\n{")
+    time.sleep(0.5)
+    text = httpx.get(f"{tiny_server}/metrics").text
+    assert "probe-" not in text and 'endpoint="other",status="401"' in text  # one label for every unknown path
+    assert 'endpoint="/embed",status="499"' in text
+    assert 'status="500"' not in text
+
+
+def test_pooler_without_weights_is_refused_at_admission(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    copy = Path(shutil.copytree(tiny_model_dir, tmp_path / "no-pooler"))
+    manifest = json.loads((copy / "onnxbert.json").read_text(encoding="utf-8"))
+    manifest["architecture"]["has_pooler"] = False  # as exported from a checkpoint saved without pooler weights
+    manifest["outputs"] = [o for o in manifest["outputs"] if o["name"] != "pooler_output"]
+    manifest["default_pooling"] = "cls"
+    (copy / "onnxbert.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with server(copy) as (url, _):
+        assert httpx.get(f"{url}/info").json()["poolings"] == ["cls", "mean", "max"]
+        reply = httpx.post(f"{url}/embed", json={"inputs": "hello", "pooling": "pooler"})
+        assert reply.status_code == 422 and "offers cls, mean, max" in reply.json()["error"]
+        assert httpx.post(f"{url}/embed", json={"inputs": "hello", "pooling": "mean"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("flag", "env"), [(["--api-key", ""], {}), ([], {"ONNXBERT_API_KEY": " "}), (["--api-key", "clé"], {})]
+)
+def test_empty_or_non_ascii_api_key_is_a_start_up_error(
+    tiny_model_dir: Path, flag: list[str], env: dict[str, str]
+) -> None:
+    command = [sys.executable, "-m", "onnxbert", "serve", str(tiny_model_dir), "--port", str(free_port()), *flag]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+    assert done.returncode == 1
+    assert "API key" in done.stderr
 
 
 def test_max_wait_lets_an_idle_batcher_gather_concurrent_requests(tiny_model_dir: Path) -> None:

