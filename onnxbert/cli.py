@@ -123,6 +123,12 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "at a few requests/s; for machines dedicated to the server (default off)",
     )
     parser.add_argument("--max-queue", type=int, default=2048, help="texts waiting before 429 (default 2048)")
+    parser.add_argument(
+        "--max-queue-tokens", type=int, default=65_536, help="real tokens waiting before 429 (default 65536)"
+    )
+    parser.add_argument(
+        "--max-text-chars", type=int, default=100_000, help="characters per text before 422 (default 100000)"
+    )
     parser.add_argument("--max-client-batch", type=int, default=64, help="inputs per request (default 64)")
     parser.add_argument("--payload-limit", type=int, default=2_000_000, help="request bytes (default 2 MB)")
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (also $ONNXBERT_API_KEY)")
@@ -206,6 +212,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         refill_gap_ms=args.refill_gap_ms,
         max_queue=args.max_queue,
+        max_queue_tokens=args.max_queue_tokens,
+        max_text_chars=args.max_text_chars,
         max_client_batch=args.max_client_batch,
         payload_limit=args.payload_limit,
         # The environment is read here, at the edge; a key given but empty is an error, never "no key".

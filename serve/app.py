@@ -219,6 +219,8 @@ def _install_operations_routes(app: FastAPI, state: State) -> None:
             "refill_gap_ms": settings.refill_gap_ms,
             "max_client_batch_size": settings.max_client_batch,
             "max_queue": settings.max_queue,
+            "max_queue_tokens": settings.max_queue_tokens,
+            "max_text_chars": settings.max_text_chars,
         }
         model = {"model": settings.model_name or state.directory.name, "ready": state.ready}
         return {**model, **_encoder_info(state.encoder if state.ready else None), **limits}

@@ -101,13 +101,23 @@ class Batcher:
             await self._task
         self._executor.shutdown(wait=True)
 
-    def submit(self, job: Job) -> None:
-        """Queue a job, or raise QueueFullError when max_queue texts already wait."""
-        count = len(job.tokens)
+    def check_room(self, texts: int, tokens: int = 0) -> None:
+        """Raise QueueFullError unless `texts` (and `tokens`) more fit: max_queue texts, max_queue_tokens tokens.
+
+        Called before a request is tokenized too (with its text count), so that refusing costs almost nothing.
+        """
         if self._stopping:
             raise QueueFullError(retry_after=1)
-        if self._queued_texts and self._queued_texts + count > self._settings.max_queue:
+        settings, busy = self._settings, self._queued_texts > 0
+        if busy and (
+            self._queued_texts + texts > settings.max_queue or self._queued_tokens + tokens > settings.max_queue_tokens
+        ):
             raise QueueFullError(retry_after=max(1, int(np.ceil(self._queued_texts / self._recent_rate))))
+
+    def submit(self, job: Job) -> None:
+        """Queue a job, or raise QueueFullError when the queue is full (texts or tokens)."""
+        count = len(job.tokens)
+        self.check_room(count, job.size)
         self._jobs.append(job)
         self._queued_texts += count
         self._queued_tokens += job.size

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import re
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ __all__ = [
     "OpenAIRequest",
     "State",
     "admit",
+    "check_inputs",
     "embed_answer",
     "error_body",
     "json_bytes",
@@ -110,19 +112,12 @@ def json_bytes(content: Any) -> bytes:
     return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+_INLINE_CHARS = 8_192  # a request with more characters is tokenized in a thread (see `tokenize`)
 _NO_TEXT = re.compile(r"[\s\x00-\x1f\x7f]*")  # stops at the first real character: cheap on any text
 
 
-def admit(
-    encoder: Encoder,
-    inputs: str | list[str],
-    *,
-    max_inputs: int,
-    truncate: bool,
-    offsets: bool = False,
-    field: str = "inputs",
-) -> Tokenized:
-    """A request's texts tokenized, or the ApiError (400 empty, 422 too many / bad / too long) to answer.
+def check_inputs(inputs: str | list[str], *, max_inputs: int, max_chars: int, field: str = "inputs") -> list[str]:
+    """The request's texts, or the ApiError (400 empty, 422 too many / too long / no text) to answer; no tokenizing.
 
     `field`: the body's name for the texts (`input` in OpenAI's API, `inputs` in TEI's), used in the messages.
     """
@@ -131,31 +126,67 @@ def admit(
         raise ApiError(400, f"{field} is empty: send at least one text", "Validation")
     if len(texts) > max_inputs:
         raise ApiError(422, f"{len(texts)} inputs exceed max_client_batch={max_inputs}", "Validation")
+
+    def where(index: int) -> str:
+        return f"{field}[{index}]" if isinstance(inputs, list) else field
+
+    long = next((i for i, text in enumerate(texts) if len(text) > max_chars), None)
+    if long is not None:
+        message = f"{where(long)} has {len(texts[long])} characters, over max_text_chars={max_chars}"
+        raise ApiError(422, message, "Validation")
     blank = next((i for i, text in enumerate(texts) if _NO_TEXT.fullmatch(text)), None)
     if blank is not None:  # TEI and OpenAI refuse these too: every one would embed as the same [CLS] [SEP]
-        where = f"{field}[{blank}]" if isinstance(inputs, list) else field
-        raise ApiError(422, f"{where} has no text (empty, or only spaces and control characters)", "Validation")
-    try:  # inline: a request's texts tokenize in microseconds, less than a thread hand-off costs
+        raise ApiError(422, f"{where(blank)} has no text (empty, or only spaces and control characters)", "Validation")
+    return texts
+
+
+def _tokenize(encoder: Encoder, texts: list[str], *, truncate: bool, offsets: bool, field: str) -> Tokenized:
+    try:
         return encoder.tokenize(texts, truncate=truncate, offsets=offsets)
     except ValueError as error:  # a lone surrogate, or a text over max_length with truncate=false
         raise ApiError(422, str(error).replace("texts[", f"{field}["), "Validation") from None
 
 
+def admit(
+    encoder: Encoder,
+    inputs: str | list[str],
+    *,
+    max_inputs: int,
+    max_chars: int = ServerSettings.max_text_chars,
+    truncate: bool,
+    offsets: bool = False,
+    field: str = "inputs",
+) -> Tokenized:
+    """`check_inputs`, then the texts tokenized inline (callers that are not an event loop)."""
+    texts = check_inputs(inputs, max_inputs=max_inputs, max_chars=max_chars, field=field)
+    return _tokenize(encoder, texts, truncate=truncate, offsets=offsets, field=field)
+
+
 async def tokenize(
     state: State, inputs: str | list[str], *, truncate: bool, offsets: bool = False, field: str = "inputs"
 ) -> Tokenized:
-    """`admit` with the server's limit, timed into its metrics."""
+    """Cheap checks and the queue's room first, then the texts tokenized: inline when small, else in a thread.
+
+    A request the queue cannot take is refused before any tokenizing; a large one (tokenizing is linear in its
+    characters, ~2.5 us each) is tokenized off the event loop, which keeps answering /health meanwhile.
+    """
+    settings, encoder = state.settings, _encoder(state)
+    texts = check_inputs(inputs, max_inputs=settings.max_client_batch, max_chars=settings.max_text_chars, field=field)
+    _room(state, len(texts))
     start = time.perf_counter()
-    tokens = admit(
-        _encoder(state),
-        inputs,
-        max_inputs=state.settings.max_client_batch,
-        truncate=truncate,
-        offsets=offsets,
-        field=field,
-    )
+    work = functools.partial(_tokenize, encoder, texts, truncate=truncate, offsets=offsets, field=field)
+    small = sum(map(len, texts)) <= _INLINE_CHARS  # microseconds: less than a thread hand-off costs
+    tokens = work() if small else await asyncio.to_thread(work)
     state.metrics.tokenize_seconds.observe(time.perf_counter() - start)
     return tokens
+
+
+def _room(state: State, texts: int, tokens: int = 0) -> None:
+    assert state.batcher is not None  # guarded by readiness
+    try:
+        state.batcher.check_room(texts, tokens)
+    except QueueFullError as error:
+        raise ApiError(429, str(error), "Overloaded", {"Retry-After": str(error.retry_after)}) from None
 
 
 async def run(state: State, receive: Receive, job: Job) -> Any:

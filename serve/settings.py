@@ -32,6 +32,9 @@ class ServerSettings:
     # alternating in two half-size cohorts (concurrency 8: +11%); open-loop traffic pays a little p50. 0: off.
     refill_gap_ms: float = 0.5
     max_queue: int = 2048  # texts waiting; past this, 429 with Retry-After
+    # Real tokens waiting (eight full batches): a few long requests cannot park short ones behind seconds of work.
+    max_queue_tokens: int = 65_536
+    max_text_chars: int = 100_000  # characters per text; past this, 422 (tokenizing is linear in them)
     max_client_batch: int = 64  # inputs per request; past this, 422
     payload_limit: int = 2_000_000  # request body bytes; past this, 413
     api_key: str | None = None  # when set, `Authorization: Bearer KEY` is required (401)
@@ -43,6 +46,8 @@ class ServerSettings:
             "max_batch_texts",
             "max_run_texts",
             "max_queue",
+            "max_queue_tokens",
+            "max_text_chars",
             "max_client_batch",
             "payload_limit",
         )

@@ -82,6 +82,20 @@ def test_segment_pool_uses_each_texts_own_tokens(method: str) -> None:
             np.testing.assert_allclose(got[k], want, rtol=1e-6, atol=1e-6)
 
 
+def test_runs_are_built_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A corpus's memory is one run's feeds (its (B, T, T) mask included), not every run's at once."""
+    from onnxbert.runtime import packing
+
+    built: list[int] = []
+    real = packing.layout
+    monkeypatch.setattr(packing, "layout", lambda *args, **kwargs: built.append(1) or real(*args, **kwargs))
+    tokens = fake_tokens([250] * 2000)  # ~60 runs of 8192 tokens
+    runs = plan_layouts(tokens, packed=True, packing_inputs=True, max_batch_tokens=8192, max_batch_size=32, pad_id=0)
+    first = next(runs)
+    assert len(built) == 1 and first.feeds["packed_mask"].shape[0] <= 32
+    assert sum(1 for _ in runs) + 1 > 50 and len(built) > 50
+
+
 def test_packed_vectors_equal_padded_ones(minilm_dir: Path) -> None:
     packed = Encoder(minilm_dir, variant="fp32")
     padded = Encoder(minilm_dir, variant="fp32", packing=False)

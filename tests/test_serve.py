@@ -39,6 +39,7 @@ def minilm_server(minilm_dir: Path) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def tiny_server(tiny_model_dir: Path) -> Iterator[str]:
     flags = ("--max-client-batch", "4", "--payload-limit", "20000", "--api-key", "s3cret", "--spinning")
+    flags += ("--max-text-chars", "2000")
     flags += ("--refill-gap-ms", "2")
     with server(tiny_model_dir, *flags) as (url, _):
         yield url
@@ -246,6 +247,14 @@ def test_api_key_is_required(tiny_server: str) -> None:
     assert httpx.get(f"{tiny_server}/health").status_code == 200  # probes need no key
 
 
+def test_over_long_text_is_refused_before_tokenizing(tiny_server: str) -> None:
+    reply = httpx.post(f"{tiny_server}/embed", json={"inputs": ["ok", "y" * 2001]}, headers=AUTH)
+    assert reply.status_code == 422
+    assert "inputs[1] has 2001 characters, over max_text_chars=2000" in reply.json()["error"]
+    info = httpx.get(f"{tiny_server}/info", headers=AUTH).json()
+    assert info["max_text_chars"] == 2000 and info["max_queue_tokens"] == 65_536
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "status", "shape"),
     [
@@ -385,6 +394,34 @@ def test_full_queue_answers_429_with_retry_after(minilm_dir: Path) -> None:
         assert set(statuses) <= {200, 429} and 429 in statuses and 200 in statuses
         refused = next(r for r in replies if r.status_code == 429)
         assert int(refused.headers["Retry-After"]) >= 1 and refused.json()["error_type"] == "Overloaded"
+        metrics = httpx.get(f"{url}/metrics").text
+        tokenized = next(line for line in metrics.splitlines() if line.startswith("onnxbert_tokenize_seconds_count"))
+        # refused before tokenizing: most 429s never reach the tokenizer (a few can, when the queue fills meanwhile)
+        assert float(tokenized.split()[1]) < len(replies) - statuses.count(429) / 2
+
+
+def test_queue_is_bounded_by_tokens_too(tiny_model_dir: Path) -> None:
+    from onnxbert.runtime import Encoder, Pooling
+    from onnxbert.serve.batcher import Batcher, Job, QueueFullError
+    from onnxbert.serve.metrics import Metrics
+    from onnxbert.serve.settings import ServerSettings
+
+    encoder = Encoder(tiny_model_dir)
+    settings = ServerSettings(max_queue=1000, max_queue_tokens=300)
+
+    async def fill() -> int:
+        batcher = Batcher(encoder, settings, Metrics())  # not started: nothing leaves the queue
+        tokens = encoder.tokenize(["hello world " * 40])  # 82 tokens
+        queued = 0
+        try:
+            while queued < 100:
+                batcher.submit(Job(False, Pooling(encoder.default_pooling), tokens))
+                queued += 1
+        except QueueFullError:
+            return queued
+        return -1  # never refused
+
+    assert asyncio.run(fill()) == 3  # 3 x 82 = 246 tokens fit under 300; a fourth would make 328
 
 
 def test_health_before_during_and_after_load(minilm_dir: Path) -> None:
