@@ -7,6 +7,7 @@ in memory before onnxbert.json exists: what is judged is what users run.
 from __future__ import annotations
 
 import shutil
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -62,5 +63,7 @@ def open_variant(directory: Path, base: Manifest, variant: Variant, **options: A
 
     `options` go to Encoder (provider, packing, threads ...).
     """
-    manifest = replace(base, variants={variant.precision: variant}, default_variant=variant.precision)
-    return Encoder(directory, manifest=manifest, **options)
+    manifest = replace(base, variants={variant.precision: variant}, default_variant=None)
+    with warnings.catch_warnings():  # it is being judged: that it is not verified yet is the point, not news
+        warnings.simplefilter("ignore", UserWarning)
+        return Encoder(directory, manifest=manifest, variant=variant.precision, **options)

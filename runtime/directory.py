@@ -48,13 +48,16 @@ def _choose_variant(manifest: Manifest, variant: str, provider: Provider) -> str
         fp16 = manifest.variants.get("fp16")
         if provider is Provider.CUDA and fp16 is not None and fp16.state == "passed":
             return "fp16"
-        if manifest.default_variant is None:
-            states = ", ".join(f"{name} {v.state} ({v.reason})" for name, v in manifest.variants.items())
-            raise ModelDirectoryError(
-                f"no variant of this directory passed verification ({states}); pass variant=NAME to load one "
-                "anyway, or export a verified variant into it"
+        default = manifest.default_variant
+        if default is None or manifest.variants[default].state != "passed":
+            states = ", ".join(
+                f"{name} {v.state}" + (f" ({v.reason})" if v.reason else "") for name, v in manifest.variants.items()
             )
-        return manifest.default_variant
+            raise ModelDirectoryError(
+                f"variant='auto' loads only a verified default, and this directory's is {default or 'none'} "
+                f"({states}); pass variant=NAME to load one by name"
+            )
+        return default
     if variant not in PRECISIONS:
         raise ValueError(f"variant={variant!r} is not supported; use 'auto' or one of {', '.join(PRECISIONS)}")
     chosen = manifest.variants.get(variant)

@@ -287,7 +287,7 @@ def test_unverified_fp16_is_never_the_default(
     assert "default variant: none" in printed and "[unverified: no CUDA provider" in printed
     manifest = Manifest.load(out)
     assert manifest.default_variant is None and manifest.variants["fp16"].state == "unverified"
-    with pytest.raises(ModelDirectoryError, match="no variant of this directory passed verification"):
+    with pytest.raises(ModelDirectoryError, match="loads only a verified default, and this directory's is none"):
         Encoder(out)
     with pytest.warns(UserWarning, match="'fp16' is unverified"):
         Encoder(out, variant="fp16", provider="cpu")

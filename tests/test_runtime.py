@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tiny_model import TINY_VOCAB
 
-from onnxbert.runtime import Encoder, ModelDirectoryError, ProviderError, available_cpus
+from onnxbert.runtime import Encoder, Manifest, ModelDirectoryError, ProviderError, available_cpus
 from onnxbert.runtime.batching import plan_batches
 
 WORDS = ["the", "man", "is", "playing", "a", "guitar", "dog", "runs", "hello", "world", "今天", "好"]
@@ -232,6 +232,25 @@ def test_tokenizer_from_another_model_is_refused(model_copy: Path, minilm_dir: P
     shutil.copyfile(minilm_dir / "tokenizer.json", model_copy / "tokenizer.json")
     with pytest.raises(ModelDirectoryError, match=r"30522 tokens.*another model"):
         Encoder(model_copy)
+
+
+def test_format_1_manifest_is_read_with_its_states(model_copy: Path) -> None:
+    manifest = json.loads((model_copy / "onnxbert.json").read_text(encoding="utf-8"))
+    manifest["format_version"] = 1  # before states: `passed`, and `verified: false` for fp16 without CUDA
+    for name, variant in manifest["variants"].items():
+        del variant["state"]
+        variant["verification"] = {"passed": True, **({"verified": False} if name == "fp16" else {})}
+    manifest["default_variant"] = "fp16"  # as an export of fp16 alone on a CPU machine wrote it
+    (model_copy / "onnxbert.json").write_text(json.dumps(manifest), encoding="utf-8")
+    loaded = Manifest.load(model_copy)
+    assert {n: v.state for n, v in loaded.variants.items()} == {
+        "fp32": "passed",
+        "int8": "passed",
+        "fp16": "unverified",
+    }
+    with pytest.raises(ModelDirectoryError, match=r"loads only a verified default.*fp16 unverified"):
+        Encoder(model_copy)
+    assert Encoder(model_copy, variant="fp32").variant == "fp32"
 
 
 def test_corrupt_tokenizer_names_the_file(model_copy: Path) -> None:
