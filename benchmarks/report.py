@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from benchmarks.env import int8_isa
+
 PLOTS = ("latency_by_shape.png", "throughput.png", "speed_vs_quality.png")
 _PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -115,6 +117,10 @@ def markdown(results: dict[str, Any]) -> str:
     env = results["environment"]
     lines = [
         f"# onnxbert benchmark ({'quick' if results['settings']['quick'] else 'full'} run, {results['date']})",
+        "",
+        f"int8 on this CPU: **{int8_isa(env['cpu']['flags'])}**; GEMM ceiling int8 / fp32 "
+        f"**{results['gemm_peak']['int8_gops'] / results['gemm_peak']['fp32_gflops']:.1f}x** "
+        f"({results['gemm_peak']['shape']}).",
         "",
         f"CPU: {env['cpu']['model']} ({', '.join(env['cpu']['flags'])}); {env['cpus_available_to_process']} CPUs "
         f"available, {env['threads']} threads for every system; Python {env['python']}; "

@@ -129,6 +129,9 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--max-text-chars", type=int, default=100_000, help="characters per text before 422 (default 100000)"
     )
+    parser.add_argument(
+        "--max-embed-all-tokens", type=int, default=4096, help="tokens per /embed_all request before 422 (default 4096)"
+    )
     parser.add_argument("--max-client-batch", type=int, default=64, help="inputs per request (default 64)")
     parser.add_argument("--payload-limit", type=int, default=2_000_000, help="request bytes (default 2 MB)")
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (also $ONNXBERT_API_KEY)")
@@ -214,6 +217,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         max_queue_tokens=args.max_queue_tokens,
         max_text_chars=args.max_text_chars,
+        max_embed_all_tokens=args.max_embed_all_tokens,
         max_client_batch=args.max_client_batch,
         payload_limit=args.payload_limit,
         # The environment is read here, at the edge; a key given but empty is an error, never "no key".

@@ -171,6 +171,10 @@ def _install_embedding_routes(app: FastAPI, state: State) -> None:
     @app.post("/embed_all", summary="TEI-compatible token-level hidden states", response_model=list[list[list[float]]])
     async def embed_all(body: EmbedAllRequest, request: Request) -> Response:
         tokens = await tokenize(state, body.inputs, truncate=body.truncate)
+        total, limit = int(tokens.lengths.sum()), state.settings.max_embed_all_tokens
+        if total > limit:  # every token is a row of hidden floats in the answer: ~10 bytes of JSON per float
+            message = f"{total} tokens exceed max_embed_all_tokens={limit} per /embed_all request: send fewer texts"
+            raise ApiError(422, message, "Validation")
         rows = await run(state, request.receive, Job(True, Pooling.MEAN, tokens))
         return _json(json_bytes(list(rows)))
 
@@ -221,6 +225,7 @@ def _install_operations_routes(app: FastAPI, state: State) -> None:
             "max_queue": settings.max_queue,
             "max_queue_tokens": settings.max_queue_tokens,
             "max_text_chars": settings.max_text_chars,
+            "max_embed_all_tokens": settings.max_embed_all_tokens,
         }
         model = {"model": settings.model_name or state.directory.name, "ready": state.ready}
         return {**model, **_encoder_info(state.encoder if state.ready else None), **limits}

@@ -35,6 +35,8 @@ class ServerSettings:
     # Real tokens waiting (eight full batches): a few long requests cannot park short ones behind seconds of work.
     max_queue_tokens: int = 65_536
     max_text_chars: int = 100_000  # characters per text; past this, 422 (tokenizing is linear in them)
+    # Tokens per /embed_all request: its answer holds hidden_size floats per token (4,096 x 384: ~15 MB of JSON).
+    max_embed_all_tokens: int = 4096
     max_client_batch: int = 64  # inputs per request; past this, 422
     payload_limit: int = 2_000_000  # request body bytes; past this, 413
     api_key: str | None = None  # when set, `Authorization: Bearer KEY` is required (401)
@@ -48,6 +50,7 @@ class ServerSettings:
             "max_queue",
             "max_queue_tokens",
             "max_text_chars",
+            "max_embed_all_tokens",
             "max_client_batch",
             "payload_limit",
         )

@@ -39,7 +39,7 @@ def minilm_server(minilm_dir: Path) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def tiny_server(tiny_model_dir: Path) -> Iterator[str]:
     flags = ("--max-client-batch", "4", "--payload-limit", "20000", "--api-key", "s3cret", "--spinning")
-    flags += ("--max-text-chars", "2000")
+    flags += ("--max-text-chars", "2000", "--max-embed-all-tokens", "40")
     flags += ("--refill-gap-ms", "2")
     with server(tiny_model_dir, *flags) as (url, _):
         yield url
@@ -245,6 +245,13 @@ def test_api_key_is_required(tiny_server: str) -> None:
     wrong = httpx.post(f"{tiny_server}/embed", json={"inputs": "hi"}, headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401 and "API key" in wrong.json()["error"]
     assert httpx.get(f"{tiny_server}/health").status_code == 200  # probes need no key
+
+
+def test_token_level_answers_are_bounded(tiny_server: str) -> None:
+    ok = httpx.post(f"{tiny_server}/embed_all", json={"inputs": ["hello world"] * 4}, headers=AUTH)  # 16 tokens
+    assert ok.status_code == 200 and [len(rows) for rows in ok.json()] == [4, 4, 4, 4]
+    big = httpx.post(f"{tiny_server}/embed_all", json={"inputs": ["hello world " * 10] * 2}, headers=AUTH)
+    assert big.status_code == 422 and "44 tokens exceed max_embed_all_tokens=40" in big.json()["error"]
 
 
 def test_over_long_text_is_refused_before_tokenizing(tiny_server: str) -> None:
