@@ -96,9 +96,9 @@ def _embed_ray(job: CorpusJob, texts: list[str], address: str | None) -> np.ndar
     from .ray_data import embed_dataset
 
     if not ray.is_initialized():
-        # Ray's own progress and log lines are not this command's output: its core worker's C++ log (which calls an
-        # actor pool winding down "Failed to kill actor ... Socket closed", error level) unless the user set a level,
-        # and its Python loggers below ERROR. Failures still raise here.
+        # Ray's own progress and log lines are not this command's output. Its core worker's C++ log goes to `fatal`
+        # unless the user set a level (an actor pool winding down logs "Failed to kill actor ... Socket closed" as
+        # an error), its Python loggers to ERROR. Failures still raise here.
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
         ray.init(address=address, include_dashboard=False, logging_level="error", log_to_driver=False)
         for name in ("ray", "ray.data"):

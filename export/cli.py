@@ -76,7 +76,7 @@ def run_export(args: argparse.Namespace) -> int:
     except VerificationError as error:
         print(f"onnxbert export: {error}", file=sys.stderr)
         for name, figures in error.figures.items():
-            print(f"  {name}: {format_figures(figures)}", file=sys.stderr)
+            print(f"  {name}: {format_figures(figures, figures.get('state'))}", file=sys.stderr)
         return 1
     default = result.manifest.default_variant or "none (no variant passed verification; load one by name)"
     print(

@@ -58,9 +58,10 @@ def check_tokenizer(checkpoint: Path, tokenizer: TextTokenizer, texts: list[str]
     expected = theirs(texts, truncation=True, max_length=tokenizer.max_length)["input_ids"]
     ours = tokenizer.encode(texts).ids
     differ = [i for i, (a, b) in enumerate(zip(ours, expected, strict=True)) if a.tolist() != list(b)]
-    figures = {"texts": len(texts), "against": type(theirs).__name__, "mismatches": len(differ)}
+    figures: dict[str, Any] = {"texts": len(texts), "against": type(theirs).__name__, "mismatches": len(differ)}
     if differ:
         first = differ[0]
+        figures |= {"state": "failed", "failures": [f"{len(differ)} of {len(texts)} texts tokenize differently"]}
         raise VerificationError(
             f"the exported tokenizer disagrees with transformers' {type(theirs).__name__} on {len(differ)} of "
             f"{len(texts)} verification texts; first: {texts[first]!r} -> {ours[first].tolist()} vs "

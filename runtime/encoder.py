@@ -153,7 +153,7 @@ class Encoder:
 
     def _pooling(self, pooling: str | Pooling | None) -> Pooling:
         method = Pooling.parse(pooling or self.default_pooling)
-        if method is Pooling.POOLER and not self._dir.manifest.architecture.has_pooler:
+        if method.value not in self.poolings:
             raise ValueError("pooling='pooler' needs pooler weights, which this checkpoint lacks; use cls/mean/max")
         return method
 

@@ -311,6 +311,7 @@ def test_tokenizer_that_disagrees_with_transformers_fails(
     with pytest.raises(VerificationError, match="disagrees with transformers' BertTokenizer") as failure:
         export_model(tiny_checkpoint, tmp_path / "m", variants="fp32", progress=False)
     assert failure.value.figures["tokenizer"]["mismatches"] > 0
+    assert failure.value.figures["tokenizer"]["state"] == "failed"
     assert not (tmp_path / "m").exists()
 
 
