@@ -11,7 +11,7 @@ from typing import Any
 
 import onnxruntime as ort
 from tokenizers import Tokenizer
-from transformers import BertModel
+from transformers import PreTrainedModel
 
 from onnxbert.runtime.manifest import (
     FORMAT_VERSION,
@@ -25,11 +25,12 @@ from onnxbert.runtime.manifest import (
 from onnxbert.runtime.pooling import Pooling
 from onnxbert.runtime.tokenize import TextTokenizer
 
-from .convert import INPUT_NAMES, export_graph, load_model
+from .convert import export_graph, load_model
 from .errors import ExportError
+from .family import family_of
 from .int8_gate import Int8Budget, choose_int8
 from .judge import Judge, SelectionText
-from .optimize import check_fusions, fuse, fusion_counts, operator_counts, to_fp16
+from .optimize import GraphShape, check_fusions, fuse, fusion_counts, operator_counts, to_fp16
 from .progress import Progress
 from .sentences import VERIFICATION_SENTENCES
 from .source import Checkpoint
@@ -70,18 +71,25 @@ class _Work:
     say: Progress
 
 
-def _architecture(config: dict[str, Any], has_pooler: bool) -> Architecture:
+def _architecture(model: PreTrainedModel, has_pooler: bool) -> Architecture:
+    config = model.config  # transformers maps each family's own names (DistilBERT's dim, n_layers) onto these
     return Architecture(
-        model_type=str(config["model_type"]),
-        num_layers=int(config["num_hidden_layers"]),
-        hidden_size=int(config["hidden_size"]),
-        num_heads=int(config["num_attention_heads"]),
-        intermediate_size=int(config["intermediate_size"]),
-        vocab_size=int(config["vocab_size"]),
-        max_position_embeddings=int(config.get("max_position_embeddings", 512)),
-        type_vocab_size=int(config.get("type_vocab_size", 2)),
+        model_type=str(config.model_type),
+        num_layers=int(config.num_hidden_layers),
+        hidden_size=int(config.hidden_size),
+        num_heads=int(config.num_attention_heads),
+        intermediate_size=int(getattr(config, "intermediate_size", getattr(config, "hidden_dim", 0))),
+        vocab_size=int(config.vocab_size),
+        max_position_embeddings=int(config.max_position_embeddings),
+        type_vocab_size=int(getattr(config, "type_vocab_size", 0)),
         has_pooler=has_pooler,
+        position_offset=family_of(config.model_type).position_offset(config),
     )
+
+
+def _shape(arch: Architecture) -> GraphShape:
+    embedding_fused = family_of(arch.model_type).embedding_fused
+    return GraphShape(arch.num_heads, arch.hidden_size, arch.num_layers, embedding_fused)
 
 
 def _build_variant(name: str, directory: Path, work: _Work, int8: Int8Options) -> Variant:
@@ -90,7 +98,8 @@ def _build_variant(name: str, directory: Path, work: _Work, int8: Int8Options) -
     recipe: dict[str, Any]
     if name == "fp32":
         shutil.copyfile(work.fused, target)
-        fusions, recipe = check_fusions(target, arch.num_layers), {"method": "fp32", "skip_layernorm": "split"}
+        fusions = check_fusions(target, arch.num_layers, embedding_fused=_shape(arch).embedding_fused)
+        recipe = {"method": "fp32", "skip_layernorm": "split"}
     elif name == "int8":
         judge = Judge(
             work.scratch / "int8",
@@ -113,10 +122,9 @@ def _build_variant(name: str, directory: Path, work: _Work, int8: Int8Options) -
         counts = operator_counts(target)
         fusions = {**fusion_counts(counts), "MatMulIntegerToFloat": counts.get("MatMulIntegerToFloat", 0)}
     else:
-        shape = {"num_heads": arch.num_heads, "hidden_size": arch.hidden_size, "num_layers": arch.num_layers}
-        fusions = to_fp16(work.raw, target, **shape)
+        fusions = to_fp16(work.raw, target, _shape(arch))
         recipe = {"method": "fp16", "keep_io_types": True}
-    return record_variant(target, name, fusions=fusions, recipe=recipe, say=work.say)
+    return record_variant(target, name, work.base, fusions=fusions, recipe=recipe, say=work.say)
 
 
 def _verify(directory: Path, work: _Work, variant: Variant, reference: Reference) -> Verdict:
@@ -130,12 +138,12 @@ def _verify(directory: Path, work: _Work, variant: Variant, reference: Reference
 
 
 def _stage_tokenizer(
-    checkpoint: Checkpoint, directory: Path, tokenizer: Tokenizer, max_length: int | None
+    checkpoint: Checkpoint, directory: Path, tokenizer: Tokenizer, max_length: int | None, arch: Architecture
 ) -> TokenizerSettings:
     """Write tokenizer.json, tokenizer_config.json and config.json; the manifest's tokenizer settings."""
     tokenizer.save(str(directory / "tokenizer.json"))
     shutil.copyfile(checkpoint.path / "config.json", directory / "config.json")
-    length = resolve_max_length(checkpoint, max_length)
+    length = resolve_max_length(checkpoint, max_length, arch.max_position_embeddings - arch.position_offset)
     write_tokenizer_config(checkpoint, directory, tokenizer, length)
     pad_token = "[PAD]" if tokenizer.token_to_id("[PAD]") is not None else "<pad>"
     pad_id = tokenizer.token_to_id(pad_token)
@@ -151,7 +159,7 @@ def _stage_tokenizer(
 
 
 def _reference(
-    model: BertModel, checkpoint: Checkpoint, directory: Path, settings: TokenizerSettings, say: Progress
+    model: PreTrainedModel, checkpoint: Checkpoint, directory: Path, settings: TokenizerSettings, say: Progress
 ) -> tuple[Reference, TokenizerSettings]:
     """Transformers' outputs on the verification texts, after checking the tokenizers agree on them."""
     texts = list(VERIFICATION_SENTENCES)
@@ -166,6 +174,7 @@ def _base_manifest(
     checkpoint: Checkpoint,
     arch: Architecture,
     settings: TokenizerSettings,
+    inputs: list[str],
     outputs: list[str],
     versions: dict[str, str],
 ) -> Manifest:
@@ -175,12 +184,14 @@ def _base_manifest(
         format_version=FORMAT_VERSION,
         source={
             "model": checkpoint.model_id,
+            "format": checkpoint.format,
+            **checkpoint.details,
             "revision": checkpoint.revision,
             "files": checkpoint.files,
             "default_pooling_from": pooling_source,
         },
         architecture=arch,
-        inputs=[TensorSpec(name, "int64", ["batch", "sequence"]) for name in INPUT_NAMES],
+        inputs=[TensorSpec(name, "int64", ["batch", "sequence"]) for name in inputs],
         outputs=[TensorSpec("last_hidden_state", "float32", ["batch", "sequence", arch.hidden_size])]
         + ([TensorSpec("pooler_output", "float32", ["batch", arch.hidden_size])] if "pooler_output" in outputs else []),
         tokenizer=settings,
@@ -206,23 +217,24 @@ def build_directory(
     with say.step("loading model"):
         model, has_pooler = load_model(checkpoint)
         tokenizer = load_tokenizer(checkpoint)
-    arch = _architecture(checkpoint.config, has_pooler)
+    arch = _architecture(model, has_pooler)
     if tokenizer.get_vocab_size() > arch.vocab_size:
         raise ExportError(
             f"the tokenizer has {tokenizer.get_vocab_size()} tokens but the model only {arch.vocab_size} embedding "
             "rows: ids past the table would read out of bounds"
         )
-    settings = _stage_tokenizer(checkpoint, directory, tokenizer, max_length)
+    settings = _stage_tokenizer(checkpoint, directory, tokenizer, max_length, arch)
     reference, settings = _reference(model, checkpoint, directory, settings, say)
     seconds: dict[str, float] = {}
     built: dict[str, Variant] = {}
     with tempfile.TemporaryDirectory(dir=directory) as scratch:
         raw, fused = Path(scratch) / "raw.onnx", Path(scratch) / "fused.onnx"
         with say.step(f"exporting graph (opset {opset})"):
-            outputs = export_graph(model, raw, with_pooler=has_pooler, opset=opset)
+            inputs, outputs = export_graph(model, raw, with_pooler=has_pooler, opset=opset)
         with say.step("fusing (ONNX Runtime BERT optimizer)"):
-            fuse(raw, fused, num_heads=arch.num_heads, hidden_size=arch.hidden_size, num_layers=arch.num_layers)
-        work = _Work(raw, fused, Path(scratch), _base_manifest(checkpoint, arch, settings, outputs, versions), say)
+            fuse(raw, fused, _shape(arch))
+        base = _base_manifest(checkpoint, arch, settings, inputs, outputs, versions)
+        work = _Work(raw, fused, Path(scratch), base, say)
         for name in variants:
             start = time.perf_counter()
             with say.step(f"building {name}"):

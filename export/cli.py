@@ -72,6 +72,7 @@ def run_export(args: argparse.Namespace) -> int:
             int8_quality=args.int8_quality,
             int8_recipe=args.int8_recipe,
             force=args.force,
+            lowercase=args.lowercase,
         )
     except VerificationError as error:
         print(f"onnxbert export: {error}", file=sys.stderr)

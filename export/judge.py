@@ -85,7 +85,7 @@ class Judge:
 
     def encoder(self, graph: Path, precision: str) -> Encoder:
         """An Encoder on the graph at `graph` (written to a slot), packed rows as users get them."""
-        variant = record_variant(graph, precision, fusions={}, recipe={}, say=self.say)
+        variant = record_variant(graph, precision, self.base, fusions={}, recipe={}, say=self.say)
         return open_variant(graph.parent, self.base, variant, provider="cpu", threads=self.threads, spinning=False)
 
     def run(self, graph: Path, precision: str) -> tuple[Float32Array, float]:

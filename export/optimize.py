@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,26 @@ from onnxruntime.transformers.fusion_options import FusionOptions
 
 from .errors import ExportError
 
-__all__ = ["expected_fusions", "fuse", "fusion_counts", "operator_counts", "split_skip_layernorm", "to_fp16"]
+__all__ = [
+    "GraphShape",
+    "expected_fusions",
+    "fuse",
+    "fusion_counts",
+    "operator_counts",
+    "split_skip_layernorm",
+    "to_fp16",
+]
+
+
+@dataclass(frozen=True)
+class GraphShape:
+    """What the fusions need to know of the model: attention shape, depth, and whether embeddings fuse."""
+
+    num_heads: int
+    hidden_size: int
+    num_layers: int
+    embedding_fused: bool = True
+
 
 _GELU_OPS = ("BiasGelu", "FastGelu", "Gelu")
 _ATTENTION_OPS = ("Attention", "MultiHeadAttention")
@@ -25,18 +45,19 @@ def operator_counts(path: Path) -> dict[str, int]:
     return dict(collections.Counter(node.op_type for node in model.graph.node))
 
 
-def expected_fusions(num_layers: int, *, skip_layernorm: bool = False) -> dict[str, int]:
+def expected_fusions(num_layers: int, *, embedding_fused: bool = True, skip_layernorm: bool = False) -> dict[str, int]:
     """One embedding fusion; per layer one attention, one gelu and two residual layer norms.
 
     The CPU graphs carry the layer norms as Add + LayerNormalization (`split_skip_layernorm`), the CUDA graph as
-    SkipLayerNormalization.
+    SkipLayerNormalization. Unfused embeddings (`Family.embedding_fused`) keep their own LayerNormalization.
     """
     norms = 2 * num_layers
+    embedding_norm = 0 if embedding_fused else 1
     return {
-        "EmbedLayerNormalization": 1,
+        "EmbedLayerNormalization": 1 if embedding_fused else 0,
         "Attention": num_layers,
         "SkipLayerNormalization": norms if skip_layernorm else 0,
-        "LayerNormalization": 0 if skip_layernorm else norms,
+        "LayerNormalization": embedding_norm + (0 if skip_layernorm else norms),
         "Gelu": num_layers,
     }
 
@@ -56,10 +77,12 @@ def fusion_counts(counts: dict[str, int]) -> dict[str, int]:
     }
 
 
-def check_fusions(path: Path, num_layers: int, *, skip_layernorm: bool = False) -> dict[str, int]:
+def check_fusions(
+    path: Path, num_layers: int, *, embedding_fused: bool = True, skip_layernorm: bool = False
+) -> dict[str, int]:
     """The fused counts of the graph; a missing fusion is an error, never a slower graph written quietly."""
     found = fusion_counts(operator_counts(path))
-    wanted = expected_fusions(num_layers, skip_layernorm=skip_layernorm)
+    wanted = expected_fusions(num_layers, embedding_fused=embedding_fused, skip_layernorm=skip_layernorm)
     if found != wanted:
         raise ExportError(
             f"ONNX Runtime's BERT fusions did not all apply to {path.name}: found {found}, expected {wanted} for "
@@ -101,33 +124,33 @@ def split_skip_layernorm(model: onnx.ModelProto) -> int:
     return split
 
 
-def _optimize(source: Path, *, num_heads: int, hidden_size: int, use_gpu: bool) -> Any:
-    options = FusionOptions("bert")
+def _optimize(source: Path, shape: GraphShape, *, use_gpu: bool) -> Any:
+    options = FusionOptions("bert")  # ONNX Runtime's BERT fusions cover RoBERTa, DistilBERT and ELECTRA graphs too
     # opt_level=0: fusions only, no onnxruntime graph rewrites baked into the file, so it stays portable.
     return optimizer.optimize_model(
         str(source),
         model_type="bert",
-        num_heads=num_heads,
-        hidden_size=hidden_size,
+        num_heads=shape.num_heads,
+        hidden_size=shape.hidden_size,
         optimization_options=options,
         opt_level=0,
         use_gpu=use_gpu,
     )
 
 
-def fuse(source: Path, target: Path, *, num_heads: int, hidden_size: int, num_layers: int) -> dict[str, int]:
+def fuse(source: Path, target: Path, shape: GraphShape) -> dict[str, int]:
     """fp32 fused graph for the CPU: fusions checked, then residual layer norms split (`split_skip_layernorm`)."""
-    _optimize(source, num_heads=num_heads, hidden_size=hidden_size, use_gpu=False).save_model_to_file(str(target))
-    check_fusions(target, num_layers, skip_layernorm=True)
+    _optimize(source, shape, use_gpu=False).save_model_to_file(str(target))
+    check_fusions(target, shape.num_layers, embedding_fused=shape.embedding_fused, skip_layernorm=True)
     model = onnx.load(str(target))
     split_skip_layernorm(model)
     onnx.save(model, str(target))
-    return check_fusions(target, num_layers)
+    return check_fusions(target, shape.num_layers, embedding_fused=shape.embedding_fused)
 
 
-def to_fp16(source: Path, target: Path, *, num_heads: int, hidden_size: int, num_layers: int) -> dict[str, int]:
+def to_fp16(source: Path, target: Path, shape: GraphShape) -> dict[str, int]:
     """fp16 weights and compute for the CUDA provider; inputs stay int64 and outputs float32."""
-    model = _optimize(source, num_heads=num_heads, hidden_size=hidden_size, use_gpu=True)
+    model = _optimize(source, shape, use_gpu=True)
     model.convert_float_to_float16(keep_io_types=True)
     model.save_model_to_file(str(target))
     graph = onnx.load(str(target))
@@ -137,4 +160,4 @@ def to_fp16(source: Path, target: Path, *, num_heads: int, hidden_size: int, num
     outputs = {o.name: o.type.tensor_type.elem_type for o in graph.graph.output}
     if any(kind != onnx.TensorProto.FLOAT for kind in outputs.values()):
         raise ExportError(f"fp16 graph outputs must stay float32, found {outputs}")
-    return check_fusions(target, num_layers, skip_layernorm=True)
+    return check_fusions(target, shape.num_layers, embedding_fused=shape.embedding_fused, skip_layernorm=True)

@@ -74,13 +74,19 @@ def export_model(
     int8_quality: str | Int8Budget = "strict",
     int8_recipe: str = "auto",
     force: bool = False,
+    lowercase: bool | None = None,
     progress: TextIO | bool = True,
 ) -> ExportResult:
-    """Export `model` (a checkpoint directory, a hub id, or None for the embedded all-MiniLM-L6-v2) to `output`.
+    """Export `model` to `output`, every variant verified first.
+
+    `model`: a Hugging Face checkpoint directory or hub id, Google's original TensorFlow release (its folder or
+    `bert_model.ckpt` prefix; needs the `tf` extra), or None for the embedded all-MiniLM-L6-v2.
 
     `int8_quality`: what int8 must keep of fp32 on STS-B dev text: 'strict' (mean cosine >= 0.998, top-10
     neighbours >= 0.97, Spearman within 0.005), 'balanced', 'any', or 'cos=...,top10=...,spearman=...'.
     `int8_recipe`: 'auto' (the fastest recipe within the budget) or one recipe name, still held to the budget.
+    `lowercase`: for a Google release, whether its tokenizer lower-cases (None: read from the release's name or
+    vocabulary, as Google's own tokenizer checks; recorded in the manifest).
     `progress`: True for step lines on stderr, False for none, or a stream to write them to.
     Every variant is verified against the transformers model before anything is written; a failing variant
     raises VerificationError with the figures and leaves `output` untouched.
@@ -96,30 +102,31 @@ def export_model(
     target = Path(output).resolve()
     _prepare_output(target, force)
     say = Progress(sys.stderr if progress is True else (progress or None))
-    with say.step("resolving checkpoint"):
-        checkpoint = resolve_checkpoint(model)
-    say.say(f"source: {checkpoint.model_id}")
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary shareable directory
-    try:
-        built = build_directory(
-            checkpoint,
-            staging,
-            wanted,
-            max_length=max_length,
-            opset=opset,
-            int8=int8,
-            versions=_versions(),
-            say=say,
-        )
-        failed = [name for name, v in built.manifest.variants.items() if v.state == "failed"]
-        if failed:
-            figures = {name: {"state": v.state, **v.verification} for name, v in built.manifest.variants.items()}
-            raise VerificationError(f"variants {failed} failed verification; nothing was written", figures)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.source-", dir=target.parent) as converted:
+        with say.step("resolving checkpoint"):
+            checkpoint = resolve_checkpoint(model, converted=Path(converted), lowercase=lowercase)
+        say.say(f"source: {checkpoint.model_id} ({checkpoint.format})")
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+        staging.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary shareable directory
+        try:
+            built = build_directory(
+                checkpoint,
+                staging,
+                wanted,
+                max_length=max_length,
+                opset=opset,
+                int8=int8,
+                versions=_versions(),
+                say=say,
+            )
+            failed = [name for name, v in built.manifest.variants.items() if v.state == "failed"]
+            if failed:
+                figures = {name: {"state": v.state, **v.verification} for name, v in built.manifest.variants.items()}
+                raise VerificationError(f"variants {failed} failed verification; nothing was written", figures)
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
     return ExportResult(target, Manifest.load(target), built.seconds)

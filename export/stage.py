@@ -25,9 +25,12 @@ PROVIDERS = {"fp32": "cpu", "int8": "cpu", "fp16": "cuda"}
 
 
 def record_variant(
-    graph: Path, precision: str, *, fusions: dict[str, int], recipe: dict[str, Any], say: Progress
+    graph: Path, precision: str, base: Manifest, *, fusions: dict[str, int], recipe: dict[str, Any], say: Progress
 ) -> Variant:
-    """The manifest record of a graph already written at its place in a directory, with its packed twin (CPU)."""
+    """The manifest record of a graph already written at its place in a directory, with its packed twin (CPU).
+
+    `base` describes the model (its architecture's position offset goes into the twin).
+    """
     return Variant(
         file=graph.name,
         sha256=sha256_file(graph),
@@ -38,13 +41,13 @@ def record_variant(
         verification={},
         state="unverified",
         recipe=recipe,
-        packed=_packed_twin(graph, say) if PROVIDERS[precision] == "cpu" else None,
+        packed=_packed_twin(graph, base.architecture.position_offset, say) if PROVIDERS[precision] == "cpu" else None,
     )
 
 
-def _packed_twin(graph: Path, say: Progress) -> PackedGraph | None:
+def _packed_twin(graph: Path, position_offset: int, say: Progress) -> PackedGraph | None:
     """The graph's padding-free twin (CPU only: CUDA's Attention with a 3D mask is unverified here)."""
-    twin = write_packed(graph)
+    twin = write_packed(graph, position_offset)
     if isinstance(twin, str):
         say.say(f"{graph.name}: no packed twin ({twin}); the runtime pads its batches")
         return None

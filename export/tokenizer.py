@@ -10,6 +10,7 @@ from tokenizers import Tokenizer
 from tokenizers.implementations.bert_wordpiece import BertWordPieceTokenizer
 
 from .errors import ExportError
+from .family import family_of
 from .source import Checkpoint, read_json
 
 __all__ = ["default_pooling", "load_tokenizer", "lowercases", "resolve_max_length", "write_tokenizer_config"]
@@ -40,12 +41,13 @@ def load_tokenizer(checkpoint: Checkpoint) -> Tokenizer:
     return tokenizer
 
 
+# BERT's WordPiece names, then RoBERTa / XLM-R's: the first of each role the vocabulary holds is written.
 _SPECIAL = {
-    "unk_token": "[UNK]",
-    "sep_token": "[SEP]",
-    "pad_token": "[PAD]",
-    "cls_token": "[CLS]",
-    "mask_token": "[MASK]",
+    "unk_token": ("[UNK]", "<unk>"),
+    "sep_token": ("[SEP]", "</s>"),
+    "pad_token": ("[PAD]", "<pad>"),
+    "cls_token": ("[CLS]", "<s>"),
+    "mask_token": ("[MASK]", "<mask>"),
 }
 
 
@@ -55,7 +57,11 @@ def write_tokenizer_config(checkpoint: Checkpoint, directory: Path, tokenizer: T
     transformers, TEI and FastEmbed then load the directory too; model_max_length is the exported max_length.
     """
     config = read_json(checkpoint.path / "tokenizer_config.json")
-    special = {k: v for k, v in _SPECIAL.items() if tokenizer.token_to_id(v) is not None}
+    special = {}
+    for role, names in _SPECIAL.items():
+        present = [name for name in names if tokenizer.token_to_id(name) is not None]
+        if present:
+            special[role] = present[0]
     config = {k: v for k, v in config.items() if k not in ("name_or_path", "added_tokens_decoder")}
     config.update(special)
     config.update(
@@ -63,7 +69,7 @@ def write_tokenizer_config(checkpoint: Checkpoint, directory: Path, tokenizer: T
         do_lower_case=lowercases(tokenizer),
         truncation_side="right",
         padding_side="right",
-        tokenizer_class=config.get("tokenizer_class", "BertTokenizer"),
+        tokenizer_class=config.get("tokenizer_class", family_of(checkpoint.config["model_type"]).tokenizer_class),
     )
     (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n", encoding="utf-8")
@@ -75,9 +81,11 @@ def lowercases(tokenizer: Tokenizer) -> bool:
     return '"lowercase":true' in text.replace(" ", "") or '"type":"Lowercase"' in text.replace(" ", "")
 
 
-def resolve_max_length(checkpoint: Checkpoint, requested: int | None) -> int:
-    """Tokens per text: as asked, else sentence-transformers' max_seq_length, else the position table's size."""
-    positions = int(checkpoint.config.get("max_position_embeddings", 512))
+def resolve_max_length(checkpoint: Checkpoint, requested: int | None, positions: int) -> int:
+    """Tokens per text: as asked, else sentence-transformers' max_seq_length, else what the position table holds.
+
+    `positions`: the table's rows a text can use (RoBERTa's first pad_token_id + 1 rows are never a text's).
+    """
     if requested is not None:
         if not 2 <= requested <= positions:
             raise ExportError(f"--max-length {requested} must be in [2, {positions}] (the model's position table)")

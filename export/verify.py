@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from transformers import AutoTokenizer, BertModel
+from transformers import AutoTokenizer, PreTrainedModel
 
 from onnxbert.runtime.manifest import Manifest, Variant
 from onnxbert.runtime.tokenize import TextTokenizer
 
+from .convert import input_names
 from .errors import VerificationError
 from .quality import cosines, top_k_agreement
 from .stage import open_variant
@@ -72,11 +73,12 @@ def check_tokenizer(checkpoint: Path, tokenizer: TextTokenizer, texts: list[str]
 
 
 def reference_outputs(
-    model: BertModel, ids: list[npt.NDArray[np.int64]], pad_id: int, *, batch_size: int = 16
+    model: PreTrainedModel, ids: list[npt.NDArray[np.int64]], pad_id: int, *, batch_size: int = 16
 ) -> Reference:
     """Run transformers on padded batches and strip padding rows again."""
     hidden: list[Float32Array] = []
     pooler: list[Float32Array] = []
+    names = input_names(model)
     for start in range(0, len(ids), batch_size):
         chunk = ids[start : start + batch_size]
         width = max(len(row) for row in chunk)
@@ -85,11 +87,12 @@ def reference_outputs(
         for row, tokens in enumerate(chunk):
             batch[row, : len(tokens)] = torch.from_numpy(tokens)
             mask[row, : len(tokens)] = 1
+        feeds = {"input_ids": batch, "attention_mask": mask, "token_type_ids": torch.zeros_like(batch)}
         with torch.inference_mode():
-            out = model(input_ids=batch, attention_mask=mask, token_type_ids=torch.zeros_like(batch))
+            out = model(**{name: feeds[name] for name in names})
         states = out.last_hidden_state.float().numpy()
         hidden.extend(states[row, : len(tokens)] for row, tokens in enumerate(chunk))
-        if out.pooler_output is not None:
+        if getattr(out, "pooler_output", None) is not None:
             pooler.append(out.pooler_output.float().numpy())
     mean = np.stack([h.mean(axis=0) for h in hidden]).astype(np.float32)
     return Reference(hidden, np.concatenate(pooler) if pooler else None, mean)

@@ -29,12 +29,14 @@ _INTERMIXED = ("embed", "embed-corpus")
 def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "export",
-        help="export a BERT checkpoint to a verified ONNX model directory",
-        description="Export MODEL (a checkpoint directory or hub id; default: the embedded all-MiniLM-L6-v2) to "
-        "DIR: fused fp32, int8 (CPU; the fastest recipe within --int8-quality on STS-B text) and/or fp16 (CUDA), "
+        help="export a BERT-family checkpoint to a verified ONNX model directory",
+        description="Export MODEL (a Hugging Face checkpoint directory or hub id of model type bert, roberta, "
+        "xlm-roberta, distilbert or electra; Google's TensorFlow BERT release folder or bert_model.ckpt prefix; "
+        "default: the embedded all-MiniLM-L6-v2) to DIR: fused fp32, int8 (CPU; the fastest recipe within "
+        "--int8-quality on STS-B text) and/or fp16 (CUDA), "
         "each verified against transformers first.",
     )
-    parser.add_argument("model", nargs="?", default=None, help="checkpoint directory or hub id")
+    parser.add_argument("model", nargs="?", default=None, help="checkpoint directory, Google release, or hub id")
     parser.add_argument("--output", "-o", required=True, help="model directory to write")
     parser.add_argument("--variants", default="fp32,int8", help="comma-separated: fp32,int8,fp16 (default fp32,int8)")
     parser.add_argument("--max-length", type=int, default=None, help="tokens per text (default: from the model)")
@@ -53,6 +55,13 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="auto: the fastest recipe within --int8-quality (default); a name: only that one, still gated",
     )
     parser.add_argument("--force", action="store_true", help="replace an existing non-empty DIR")
+    parser.add_argument(
+        "--lowercase",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Google releases only: whether the tokenizer lower-cases and strips accents (default: read from the "
+        "release's folder name, e.g. uncased_/chinese_ vs cased_, else from its vocabulary)",
+    )
 
 
 def _add_session_options(parser: argparse.ArgumentParser) -> None:

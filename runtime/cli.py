@@ -135,12 +135,17 @@ def run_info(args: argparse.Namespace) -> int:
         print(manifest.to_json(), end="")
         return 0
     arch = manifest.architecture
-    print(f"model:      {manifest.source.get('model')}")
+    source_format = manifest.source.get("format", "huggingface")
+    print(f"model:      {manifest.source.get('model')} ({source_format})")
     print(
         f"arch:       {arch.model_type}, {arch.num_layers} layers, hidden {arch.hidden_size}, {arch.num_heads} "
         f"heads, vocab {arch.vocab_size}, pooler {'yes' if arch.has_pooler else 'no'}"
     )
-    print(f"tokenizer:  max_length {manifest.tokenizer.max_length}, lowercase {manifest.tokenizer.lowercase}")
+    lowercase_from = manifest.source.get("lowercase", {}).get("from")
+    print(
+        f"tokenizer:  max_length {manifest.tokenizer.max_length}, lowercase {manifest.tokenizer.lowercase}"
+        + (f" (decided by {lowercase_from})" if lowercase_from else "")
+    )
     print(f"pooling:    {manifest.default_pooling} ({manifest.source.get('default_pooling_from', '')})")
     print(f"default:    {manifest.default_variant or 'none: no variant passed verification'}")
     print("versions:   " + ", ".join(f"{k} {v}" for k, v in manifest.versions.items()))

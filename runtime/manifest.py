@@ -69,6 +69,7 @@ class Architecture:
     max_position_embeddings: int
     type_vocab_size: int
     has_pooler: bool
+    position_offset: int = 0  # the position row a text's first token reads (RoBERTa: pad_token_id + 1)
 
 
 @dataclass(frozen=True)
