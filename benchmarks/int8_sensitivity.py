@@ -22,12 +22,14 @@ from typing import Any
 
 import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
+from tokenizers import Tokenizer
 
 from benchmarks.env import cpu_info
 from benchmarks.models import prepare
 from onnxbert.export.calibration import calibrate
 from onnxbert.export.int8 import Recipe, quantize
 from onnxbert.export.int8_gate import LADDER, calibration_tokens
+from onnxbert.export.int8_text import default_int8_text
 from onnxbert.export.judge import Judge, SelectionText
 from onnxbert.export.progress import Progress
 from onnxbert.export.sts import StsPairs, sts_pairs
@@ -81,11 +83,14 @@ def run_sensitivity(model: str, pairs: int | None, cache: Path, out: Path, threa
     source = prepare(model, cache).directory
     manifest = Manifest.load(source)
     fused = source / "model.onnx"
+    tokenizer = Tokenizer.from_file(str(source / "tokenizer.json"))
     targets = find_targets(onnx.load(str(fused)), manifest.architecture.num_layers)
     stats = calibrate(
         fused,
         targets,
-        calibration_tokens(source / "tokenizer.json", manifest.tokenizer.max_length),
+        calibration_tokens(
+            source / "tokenizer.json", manifest.tokenizer.max_length, default_int8_text(tokenizer).calibration
+        ),
         manifest.tokenizer.pad_id,
     )
     weights: dict[Any, Any] = {}

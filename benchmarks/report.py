@@ -53,12 +53,20 @@ def _recipe_lines(model: dict[str, Any]) -> list[str]:
         if budget["min_mean_cosine"] >= 0
         else "pinned, no quality budget (random weights)"
     )
-    return [
-        f"int8 recipe **{recipe['name']}**, {chosen}; the export gate measured (vs the fp32 graph, {gate['texts']} STS-B dev "
-        f"sentences): mean cosine {gate['mean_cosine']:.5f}, top-10 {gate['top10_agreement']:.3f}, Spearman drop "
-        f"{gate['spearman_drop']:.4f}.",
-        "",
+    selection = recipe.get("text", {}).get("selection", {}).get("text", "STS-B dev")
+    spearman = f", Spearman drop {gate['spearman_drop']:.4f}" if gate.get("spearman_drop") is not None else ""
+    lines = [
+        f"int8 recipe **{recipe['name']}**, {chosen}; the export gate measured (vs the fp32 graph, {gate['texts']} "
+        f"{selection} sentences): mean cosine {gate['mean_cosine']:.5f}, top-10 {gate['top10_agreement']:.3f}{spearman}.",
     ]
+    for text, held in recipe.get("held_out", {}).items():
+        role = "gated" if held.get("gated") else "reported, not gated"
+        verdict = "within budget" if not held.get("failures") else "outside budget"
+        lines.append(
+            f"Held out, {text} ({held['texts']} sentences, {role}): mean cosine {held['mean_cosine']:.5f}, "
+            f"top-10 {held['top10_agreement']:.3f} ({verdict})."
+        )
+    return [" ".join(lines), ""]
 
 
 def _model_section(name: str, model: dict[str, Any], peaks: dict[str, Any]) -> list[str]:

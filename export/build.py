@@ -29,7 +29,8 @@ from .convert import export_graph, load_model
 from .errors import ExportError
 from .family import family_of
 from .int8_gate import Int8Budget, choose_int8
-from .judge import Judge, SelectionText
+from .int8_text import int8_text
+from .judge import Judge
 from .optimize import GraphShape, check_fusions, fuse, fusion_counts, operator_counts, to_fp16
 from .progress import Progress
 from .sentences import VERIFICATION_SENTENCES
@@ -54,10 +55,15 @@ class Built:
 
 @dataclass(frozen=True)
 class Int8Options:
-    """What the int8 variant must keep of fp32 quality, and which recipe to try ('auto': fastest within budget)."""
+    """What int8 must keep of fp32, which recipe to try ('auto': fastest within budget), and with what text.
+
+    `text_file`: the user's text (None: the default for the model's language, export/int8_text.py).
+    """
 
     budget: Int8Budget
     recipe: str = "auto"
+    text_file: Path | None = None
+    text_field: str = "text"
 
 
 @dataclass(frozen=True)
@@ -101,12 +107,14 @@ def _build_variant(name: str, directory: Path, work: _Work, int8: Int8Options) -
         fusions = check_fusions(target, arch.num_layers, embedding_fused=_shape(arch).embedding_fused)
         recipe = {"method": "fp32", "skip_layernorm": "split"}
     elif name == "int8":
+        tokenizer = directory / work.base.tokenizer.file
+        text = int8_text(Tokenizer.from_file(str(tokenizer)), int8.text_file, int8.text_field)
         judge = Judge(
             work.scratch / "int8",
             work.base,
-            directory / work.base.tokenizer.file,
+            tokenizer,
             Pooling.parse(work.base.default_pooling),
-            SelectionText.sts_dev(),
+            text.selection,
             work.say,
         )
         recipe = choose_int8(
@@ -114,6 +122,7 @@ def _build_variant(name: str, directory: Path, work: _Work, int8: Int8Options) -
             target,
             num_layers=arch.num_layers,
             judge=judge,
+            text=text,
             max_length=work.base.tokenizer.max_length,
             pad_id=work.base.tokenizer.pad_id,
             budget=int8.budget,

@@ -73,6 +73,8 @@ def run_export(args: argparse.Namespace) -> int:
             int8_recipe=args.int8_recipe,
             force=args.force,
             lowercase=args.lowercase,
+            int8_text=args.int8_text,
+            int8_text_field=args.int8_text_field,
         )
     except VerificationError as error:
         print(f"onnxbert export: {error}", file=sys.stderr)

@@ -1,8 +1,9 @@
 """Judge candidate int8 graphs as users run them: each placed in a scratch model directory and embedded by Encoder.
 
-The judge's text is the STS-B dev split (2,910 unique sentences, 1,500 scored pairs), never seen in calibration.
-Each candidate's figures are measured against the fp32 graph's vectors on that text: mean / worst cosine, top-10
-neighbour agreement, STS-B Spearman, and one warm pass's time against fp32's on this machine.
+The judge's selection text (export/int8_text.py; by default the STS-B dev split: 2,910 unique sentences, 1,500 scored
+pairs) is never seen in calibration. Each candidate's figures are measured against the fp32 graph's vectors on that
+text: mean / worst cosine, top-10 neighbour agreement, Spearman against the gold scores where the text has scored
+pairs, and one warm pass's time against fp32's on this machine.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class SelectionText:
     """The sentences candidates are judged on, and the scored pairs among them (row numbers into `sentences`)."""
 
     sentences: list[str]
-    left: list[int]
+    left: list[int]  # scored pairs; empty for text without them (the user's, Chinese reviews)
     right: list[int]
     gold: list[float]
 
@@ -74,9 +75,10 @@ class Judge:
     say: Progress
     threads: int | None = None  # ONNX Runtime threads for every run (None: the CPUs this process may use)
     reference: Float32Array = field(init=False)
-    reference_spearman: float = field(init=False)
+    reference_spearman: float | None = field(init=False)
     reference_seconds: float = field(init=False)
     fp32_graph: Path = field(init=False)
+    _held_out_reference: dict[str, Float32Array] = field(init=False, default_factory=dict)
     _slots: itertools.count[int] = field(init=False, default_factory=itertools.count)
 
     def slot(self, precision: str = "int8") -> Path:
@@ -98,14 +100,21 @@ class Judge:
         shutil.copyfile(fused, slot)
         self.fp32_graph = slot
         self.reference, self.reference_seconds = self.run(slot, "fp32")
-        self.reference_spearman = sts_spearman(self.reference, self.text.left, self.text.right, self.text.gold)
+        self.reference_spearman = self._spearman(self.reference)
+
+    def _spearman(self, vectors: Float32Array) -> float | None:
+        text = self.text
+        return sts_spearman(vectors, text.left, text.right, text.gold) if text.gold else None
 
     def held_out(self, graph: Path, texts: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
-        """A candidate against fp32 on texts no choice looked at: each text's hash, cosines and top-10 agreement."""
-        fp32, int8 = self.encoder(self.fp32_graph, "fp32"), self.encoder(graph, "int8")
+        """A candidate against fp32 on held-out texts: each text's hash, cosines and top-10 agreement."""
+        int8 = self.encoder(graph, "int8")
         figures = {}
         for name, sentences in texts.items():
-            reference = fp32.embed(sentences, pooling=self.pooling, normalize=True)
+            if name not in self._held_out_reference:
+                fp32 = self.encoder(self.fp32_graph, "fp32")
+                self._held_out_reference[name] = fp32.embed(sentences, pooling=self.pooling, normalize=True)
+            reference = self._held_out_reference[name]
             vectors = int8.embed(sentences, pooling=self.pooling, normalize=True)
             similarity = cosines(vectors, reference)
             figures[name] = {
@@ -121,7 +130,8 @@ class Judge:
         """A candidate's figures against fp32 on the selection text."""
         vectors, seconds = self.run(graph, "int8")
         similarity = cosines(vectors, self.reference)
-        score = sts_spearman(vectors, self.text.left, self.text.right, self.text.gold)
+        score = self._spearman(vectors)
+        fp32_score = self.reference_spearman
         return {
             "texts": len(self.text.sentences),
             "pairs": len(self.text.gold),
@@ -129,8 +139,8 @@ class Judge:
             "min_cosine": float(similarity.min()),
             "top10_agreement": top_k_agreement(vectors, self.reference),
             "spearman": score,
-            "spearman_fp32": self.reference_spearman,
-            "spearman_drop": self.reference_spearman - score,
+            "spearman_fp32": fp32_score,
+            "spearman_drop": None if score is None or fp32_score is None else fp32_score - score,
             "seconds": seconds,
             "speed_vs_fp32": self.reference_seconds / seconds,
         }

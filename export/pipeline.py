@@ -15,7 +15,8 @@ import onnxruntime as ort
 from onnxbert.runtime.manifest import PRECISIONS, Manifest
 
 from .errors import ExportError, VerificationError
-from .int8_gate import Int8Budget, check_int8_text, parse_recipe
+from .int8_gate import Int8Budget, parse_recipe
+from .int8_text import check_int8_text
 from .progress import Progress
 from .source import resolve_checkpoint
 
@@ -75,6 +76,8 @@ def export_model(
     int8_recipe: str = "auto",
     force: bool = False,
     lowercase: bool | None = None,
+    int8_text: str | Path | None = None,
+    int8_text_field: str = "text",
     progress: TextIO | bool = True,
 ) -> ExportResult:
     """Export `model` to `output`, every variant verified first.
@@ -82,8 +85,11 @@ def export_model(
     `model`: a Hugging Face checkpoint directory or hub id, Google's original TensorFlow release (its folder or
     `bert_model.ckpt` prefix; needs the `tf` extra), or None for the embedded all-MiniLM-L6-v2.
 
-    `int8_quality`: what int8 must keep of fp32 on STS-B dev text: 'strict' (mean cosine >= 0.998, top-10
-    neighbours >= 0.97, Spearman within 0.005), 'balanced', 'any', or 'cos=...,top10=...,spearman=...'.
+    `int8_quality`: what int8 must keep of fp32, on the selection text and on held-out text: 'strict' (mean cosine
+    >= 0.998, top-10 neighbours >= 0.97, Spearman within 0.005 where the text has scored pairs), 'balanced', 'any',
+    or 'cos=...,top10=...,spearman=...'.
+    `int8_text`: the user's text for int8 (text lines, JSONL with `int8_text_field`, or a Parquet column), split
+    into calibration, selection and held-out parts; None: STS-B English, or Chinese text for a mostly-CJK vocabulary.
     `int8_recipe`: 'auto' (the fastest recipe within the budget) or one recipe name, still held to the budget.
     `lowercase`: for a Google release, whether its tokenizer lower-cases (None: read from the release's name or
     vocabulary, as Google's own tokenizer checks; recorded in the manifest).
@@ -94,9 +100,12 @@ def export_model(
     from .build import Int8Options, build_directory  # torch-heavy: imported on call so --help stays fast
 
     wanted = parse_variants(variants)
-    int8 = Int8Options(Int8Budget.parse(int8_quality), parse_recipe(int8_recipe))
+    text_file = Path(int8_text) if int8_text is not None else None
+    int8 = Int8Options(Int8Budget.parse(int8_quality), parse_recipe(int8_recipe), text_file, int8_text_field)
     if "int8" in wanted:
-        check_int8_text()
+        check_int8_text(text_file, int8_text_field)
+    elif text_file is not None:
+        raise ExportError("--int8-text is for the int8 variant, which --variants does not ask for")
     if opset < 17:
         raise ExportError(f"--opset {opset} is too old; the fused graph needs opset >= 17")
     target = Path(output).resolve()

@@ -1,6 +1,8 @@
-"""The fixed text every exported variant is verified on: real sentences of mixed length, some Chinese.
+"""The fixed text every exported variant is verified on: real sentences of mixed length, half Chinese.
 
-Fixed (not sampled) so that figures in manifests are comparable across exports and versions.
+Fixed (not sampled) so that figures in manifests are comparable across exports and versions. Half of the 64 are
+Chinese (short, medium and long alike), so that a Chinese model's verification is not decided by English text, nor
+an English model's by Chinese.
 """
 
 from __future__ import annotations
@@ -9,25 +11,17 @@ __all__ = ["VERIFICATION_SENTENCES"]
 
 _SHORT = [
     "Hello!",
-    "Yes.",
     "Thank you very much.",
     "Where is the train station?",
     "The cat sat on the mat.",
     "A man is playing a guitar.",
     "A woman is slicing an onion.",
-    "Two dogs run across a snowy field.",
     "The stock market fell sharply on Monday.",
-    "I forgot my umbrella at the office again.",
     "Please restart the server before noon.",
     "Water boils at one hundred degrees Celsius at sea level.",
-    "She bought three apples and a loaf of bread.",
-    "The meeting has been moved to Thursday afternoon.",
     "How do I reset my password?",
-    "The children laughed at the clown's silly tricks.",
     "Café au lait, naïve résumé, and jalapeño are borrowed words.",
     "The quick brown fox jumps over the lazy dog.",
-    "Interest rates were left unchanged by the central bank.",
-    "He scored twice in the second half.",
     "Ein Mann fährt mit dem Fahrrad durch die Stadt.",
     "Le chat dort sur le canapé depuis ce matin.",
     "Error 404: the requested page could not be found.",
@@ -43,6 +37,14 @@ _CHINESE = [
     "他每天早上六点起床跑步。",
     "机器学习正在改变许多行业的工作方式。",
     "我们明天下午三点在会议室开会。",
+    "好的。",
+    "谢谢你的帮助！",
+    "这部电影太无聊了，看了一半就走了。",
+    "快递什么时候能到？",
+    "他昨天买了一台新电脑。",
+    "服务员态度很差，以后不会再来了。",
+    "请把窗户关上，外面下雨了。",
+    "错误代码404：找不到请求的页面。",
 ]
 
 _MEDIUM = [
@@ -52,24 +54,24 @@ _MEDIUM = [
     "The software update fixes a security vulnerability that allowed attackers to read private files.",
     "After the storm, volunteers spent the weekend clearing fallen trees from the village roads.",
     "The museum's new exhibition brings together paintings that have not been shown in public for a century.",
-    "Our flight was delayed by three hours because of heavy fog at the destination airport.",
-    "The recipe calls for fresh basil, but dried oregano works almost as well in the sauce.",
-    "Engineers are testing whether the bridge can carry heavier trucks without additional supports.",
     "The novel follows a family of farmers through three generations of drought, war and migration.",
     "Customers complained that the new app logs them out every time they switch to another program.",
-    "The orchestra opened the season with a symphony that the composer finished only weeks before his death.",
     "Scientists detected water vapour in the atmosphere of a planet orbiting a distant star.",
-    "The city council voted to turn the old railway line into a park with cycling and walking paths.",
     "Batch inference sorts inputs by length so that padding wastes as little computation as possible.",
     "ONNX Runtime fuses attention, layer normalization and GELU into single kernels for faster inference.",
-    "The goalkeeper made a remarkable save in the final minute to keep the match level.",
-    "Farmers in the region are switching to crops that need less water as the summers get hotter.",
-    "The company said its quarterly profit rose because of strong demand for its cloud services.",
-    "She learned to play the piano as a child and now teaches music at a primary school.",
     "近年来，越来越多的年轻人选择在大城市工作，但房价的上涨也给他们带来了很大的压力。",
     "这本书讲述了一个普通家庭在时代变迁中的故事，情节感人，语言朴实。",
+    "由于大雾天气，我们的航班推迟了三个小时，到达目的地时已经是深夜了。",
+    "市政府决定把废弃的铁路改造成一条供市民骑车和散步的绿道。",
+    "研究人员发现，坚持锻炼不仅能改善记忆力，还能让老年人的心情更好。",
+    "这次软件更新修复了一个安全漏洞，攻击者曾经可以利用它读取用户的私人文件。",
+    "暴风雨过后，志愿者们花了整个周末清理倒在村路上的大树。",
+    "守门员在比赛最后一分钟做出了精彩的扑救，帮助球队保住了平局。",
+    "公司表示，由于云服务需求旺盛，本季度利润大幅增长。",
+    "她从小学习弹钢琴，现在在一所小学教音乐。",
+    "这款手机的电池续航能力很强，充一次电可以用两天，拍照效果也不错。",
+    "博物馆的新展览汇集了一百年来从未公开展出过的画作。",
     "Transformer encoders such as BERT read the whole sentence at once rather than one word at a time.",
-    "The hikers reached the summit just before noon and stopped to eat lunch above the clouds.",
 ]
 
 _LONG = [
@@ -90,14 +92,6 @@ _LONG = [
         "may be very sensitive to them, while a classifier with a wide margin may not notice them at all."
     ),
     (
-        "Climate scientists use ensembles of simulations to estimate the range of possible futures, because a "
-        "single run of a model cannot capture the uncertainty in the initial conditions, the parameters of the "
-        "physical processes, or the future emissions of greenhouse gases. Each member of the ensemble starts "
-        "from slightly different conditions, and the spread of the results tells researchers how confident they "
-        "can be in any particular projection, such as the number of days per year above thirty-five degrees in "
-        "a given city by the middle of the century."
-    ),
-    (
         "随着人工智能技术的快速发展，自然语言处理已经在搜索引擎、智能客服、机器翻译等领域得到了广泛应用。"
         "然而，大型模型在推理时需要大量的计算资源，如何在普通的服务器上高效地运行这些模型，"
         "成为了许多企业关心的问题。通过模型量化、算子融合和批处理优化，可以在几乎不损失精度的情况下显著提高推理速度。"
@@ -114,14 +108,6 @@ _LONG = [
         "uncertain: dams upstream trap the sediment that once rebuilt its islands, and the sea is rising."
     ),
     (
-        "Dear customer, thank you for contacting our support team about the problem with your order. We are sorry "
-        "that the package arrived damaged. We have arranged for a replacement to be sent today by express "
-        "delivery at no extra cost, and you do not need to return the damaged item. If the replacement has not "
-        "arrived within five working days, please reply to this message with your order number and we will "
-        "investigate with the courier. We value your custom and hope this resolves the matter to your "
-        "satisfaction."
-    ),
-    (
         "In mathematics, a prime number is a natural number greater than one that is not a product of two "
         "smaller natural numbers. Every natural number greater than one is either prime or can be factored as a "
         "product of primes that is unique up to their order, a result known as the fundamental theorem of "
@@ -130,14 +116,24 @@ _LONG = [
         "connected to the Riemann hypothesis and to the security of the cryptographic systems used on the "
         "internet every day."
     ),
+]
+
+_LONG_CHINESE = [
     (
-        "Step one: unplug the printer and wait thirty seconds. Step two: open the front cover and remove any "
-        "paper that is stuck inside, pulling it gently in the direction of the paper path so that it does not "
-        "tear. Step three: check that the ink cartridges are seated firmly and that the protective tape has been "
-        "removed. Step four: close the cover, plug the printer back in and switch it on. If the warning light "
-        "is still flashing after these steps, note the error code shown on the display and contact the service "
-        "centre, which can tell you whether a part needs to be replaced under the warranty."
+        "长江发源于青藏高原，流经十一个省、自治区和直辖市，最后在上海注入东海，全长约六千三百公里。"
+        "它的流域面积占全国陆地面积的五分之一左右，养育了数亿人口。几千年来，沿江的城市依靠航运发展起来，"
+        "而三峡等大型水利工程在带来发电和防洪效益的同时，也对生态环境产生了深远的影响。"
+    ),
+    (
+        "尊敬的客户，您好！感谢您就订单问题联系我们的客服团队。对于包裹在运输途中受损，我们深表歉意。"
+        "我们已经安排今天以快递方式免费为您补发一件新商品，受损的商品无需退回。"
+        "如果五个工作日内仍未收到补发的商品，请回复此邮件并提供订单号，我们会与快递公司一起调查。"
+    ),
+    (
+        "在数学中，质数是指大于一的自然数中，除了一和它本身以外不再有其他因数的数。"
+        "每个大于一的自然数要么本身是质数，要么可以唯一地分解为若干质数的乘积，这就是算术基本定理。"
+        "早在两千多年前，欧几里得就证明了质数有无穷多个，而质数的分布规律至今仍是数论研究的核心问题之一。"
     ),
 ]
 
-VERIFICATION_SENTENCES: tuple[str, ...] = tuple(_SHORT + _CHINESE + _MEDIUM + _LONG)
+VERIFICATION_SENTENCES: tuple[str, ...] = tuple(_SHORT + _CHINESE + _MEDIUM + _LONG + _LONG_CHINESE)

@@ -33,7 +33,7 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description="Export MODEL (a Hugging Face checkpoint directory or hub id of model type bert, roberta, "
         "xlm-roberta, distilbert or electra; Google's TensorFlow BERT release folder or bert_model.ckpt prefix; "
         "default: the embedded all-MiniLM-L6-v2) to DIR: fused fp32, int8 (CPU; the fastest recipe within "
-        "--int8-quality on STS-B text) and/or fp16 (CUDA), "
+        "--int8-quality) and/or fp16 (CUDA), "
         "each verified against transformers first.",
     )
     parser.add_argument("model", nargs="?", default=None, help="checkpoint directory, Google release, or hub id")
@@ -44,9 +44,9 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.add_argument(
         "--int8-quality",
         default="strict",
-        help="what int8 must keep of fp32 on STS-B dev: strict (mean cosine >= 0.998, top-10 neighbours >= 0.97, "
-        "Spearman within 0.005), balanced (0.995 / 0.93 / 0.01), any, or cos=..,top10=..,spearman=.. "
-        "(default strict); no recipe within it is an error",
+        help="what int8 must keep of fp32 on the selection and held-out text: strict (mean cosine >= 0.998, top-10 "
+        "neighbours >= 0.97, Spearman within 0.005 where scored pairs exist), balanced (0.995 / 0.93 / 0.01), "
+        "any, or cos=..,top10=..,spearman=.. (default strict); no recipe within it is an error",
     )
     parser.add_argument(
         "--int8-recipe",
@@ -54,6 +54,15 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         default="auto",
         help="auto: the fastest recipe within --int8-quality (default); a name: only that one, still gated",
     )
+    parser.add_argument(
+        "--int8-text",
+        metavar="FILE",
+        default=None,
+        help="your text for int8 (a text file, one per line; .jsonl; or .parquet), at least 300 texts: split at "
+        "random into calibration, selection and held-out parts (default: STS-B English, or Chinese news and reviews "
+        "for a mostly-CJK vocabulary)",
+    )
+    parser.add_argument("--int8-text-field", default="text", help="JSONL key / Parquet column of --int8-text")
     parser.add_argument("--force", action="store_true", help="replace an existing non-empty DIR")
     parser.add_argument(
         "--lowercase",

@@ -158,6 +158,7 @@ def run_info(args: argparse.Namespace) -> int:
             print("      " + json.dumps(figures, default=str))
         for text, held in variant.recipe.get("held_out", {}).items():
             verdict = "within budget" if not held.get("failures") else "outside budget"
+            verdict += ", gated" if held.get("gated") else ", reported only" if "gated" in held else ""
             print(
                 f"      held-out {text} ({held['texts']} texts): mean cosine {held['mean_cosine']:.5f}, "
                 f"top-10 {held['top10_agreement']:.3f} ({verdict})"

@@ -64,7 +64,7 @@ def _roberta_tokenizer(directory: Path, kind: str) -> int:
             [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")]
         )
         tokenizer.train_from_iterator(
-            _corpus(), vocab_size=300, special_tokens=_SPECIAL, unk_token="<unk>", show_progress=False
+            _corpus(), vocab_size=1500, special_tokens=_SPECIAL, unk_token="<unk>", show_progress=False
         )
         tokenizer.post_processor = processors.TemplateProcessing(
             single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]

