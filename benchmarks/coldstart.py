@@ -17,6 +17,18 @@ _ONNXBERT = """
 from onnxbert.runtime import Encoder
 Encoder({directory!r}, variant={variant!r}, provider="cpu", threads={threads}).embed("hello world")
 """
+# The floor: ONNX Runtime and tokenizers alone on the same fp32 graph, no manifest, no hash checks, no packing.
+_BARE = """
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+options = ort.SessionOptions()
+options.intra_op_num_threads = {threads}
+session = ort.InferenceSession({graph!r}, options, providers=["CPUExecutionProvider"])
+ids = np.array([Tokenizer.from_file({tokenizer!r}).encode("hello world").ids], dtype=np.int64)
+feeds = {{"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}}
+session.run(None, {{i.name: feeds[i.name] for i in session.get_inputs()}})
+"""
 _TORCH = """
 import torch
 from tokenizers import Tokenizer
@@ -56,6 +68,12 @@ def cold_starts(checkpoint: Path, directory: Path, threads: int, runs: int) -> d
     return {
         "pytorch": _measure(
             _TORCH.format(threads=threads, tokenizer=str(directory / "tokenizer.json"), checkpoint=str(checkpoint)),
+            runs,
+        ),
+        "onnxruntime-bare-fp32": _measure(
+            _BARE.format(
+                threads=threads, graph=str(directory / "model.onnx"), tokenizer=str(directory / "tokenizer.json")
+            ),
             runs,
         ),
         "onnxbert-fp32": _measure(_ONNXBERT.format(directory=str(directory), variant="fp32", threads=threads), runs),

@@ -113,11 +113,13 @@ def _model_section(name: str, model: dict[str, Any], peaks: dict[str, Any]) -> l
         *_recipe_lines(model),
         "### Cold start (fresh process to first embedding) and peak RSS",
         "",
-        "| system | cold start s | peak RSS MB |",
-        "|---|---|---|",
+        "| system | cold start s | vs a bare ONNX Runtime session | peak RSS MB |",
+        "|---|---|---|---|",
     ]
+    bare = model["cold_start"].get("onnxruntime-bare-fp32", {}).get("cold_start_s")
     for s, r in model["cold_start"].items():
-        out.append(f"| {s} | {r['cold_start_s']:.2f} | {r['peak_rss_mb']:.0f} |")
+        ratio = f"{r['cold_start_s'] / bare:.2f}x" if bare else "—"
+        out.append(f"| {s} | {r['cold_start_s']:.2f} | {ratio} | {r['peak_rss_mb']:.0f} |")
     return [*out, ""]
 
 
