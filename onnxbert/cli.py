@@ -148,6 +148,17 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--max-text-chars", type=int, default=100_000, help="characters per text before 422 (default 100000)"
     )
     parser.add_argument(
+        "--max-header-bytes", type=int, default=32_768, help="request line + headers, bytes, before 431 (default 32768)"
+    )
+    parser.add_argument("--max-headers", type=int, default=100, help="header fields before 431 (default 100)")
+    parser.add_argument(
+        "--header-timeout", type=float, default=10.0, help="seconds for a request's head to arrive, else 408 (10)"
+    )
+    parser.add_argument(
+        "--body-timeout", type=float, default=30.0, help="seconds for a request's body to arrive, else 408 (30)"
+    )
+    parser.add_argument("--idle-timeout", type=int, default=5, help="idle keep-alive seconds before close (5)")
+    parser.add_argument(
         "--max-embed-all-tokens", type=int, default=4096, help="tokens per /embed_all request before 422 (default 4096)"
     )
     parser.add_argument("--max-client-batch", type=int, default=64, help="inputs per request (default 64)")
@@ -238,6 +249,11 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_embed_all_tokens=args.max_embed_all_tokens,
         max_client_batch=args.max_client_batch,
         payload_limit=args.payload_limit,
+        max_header_bytes=args.max_header_bytes,
+        max_headers=args.max_headers,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        idle_timeout_s=args.idle_timeout,
         # The environment is read here, at the edge; a key given but empty is an error, never "no key".
         api_key=args.api_key if args.api_key is not None else os.environ.get("ONNXBERT_API_KEY"),
         model_name=args.model_name,

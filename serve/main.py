@@ -11,6 +11,7 @@ import uvicorn
 
 from .app import create_app
 from .core import State
+from .protocol import guarded_protocol
 from .settings import ServerSettings
 
 __all__ = ["serve"]
@@ -26,6 +27,14 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, state: State) -> None:
         super().__init__(config)
         self._state = state
+        self.drain_timed_out = False
+
+    async def _wait_tasks_to_complete(self) -> None:
+        # uvicorn cancels what is still running when this outlasts timeout_graceful_shutdown; note it, so that the
+        # exit says so instead of "drained".
+        self.drain_timed_out = True
+        await super()._wait_tasks_to_complete()
+        self.drain_timed_out = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._state.draining = True  # /health turns 503 at once; requests already admitted still finish
@@ -54,6 +63,8 @@ def serve(
         log_level=log_level,
         lifespan="on",
         timeout_graceful_shutdown=int(drain_seconds),
+        timeout_keep_alive=int(settings.idle_timeout_s),
+        http=guarded_protocol(settings),
         access_log=False,
     )
     state = app.state.onnxbert
@@ -66,6 +77,13 @@ def serve(
     state.on_load_error = fail
     server.run()
     if state.load_error is not None:
+        return 1
+    if server.drain_timed_out:
+        print(
+            f"onnxbert serve: the drain did not finish within {drain_seconds:g} s; requests still running were "
+            "cancelled, exiting 1",
+            file=sys.stderr,
+        )
         return 1
     print("onnxbert serve: drained, exiting", file=sys.stderr)
     return 0 if server.started else 1

@@ -39,6 +39,13 @@ class ServerSettings:
     max_embed_all_tokens: int = 4096
     max_client_batch: int = 64  # inputs per request; past this, 422
     payload_limit: int = 2_000_000  # request body bytes; past this, 413
+    # The HTTP layer (serve/protocol.py): a request head's bytes and fields (431 past them), how long its head and
+    # its body may take to arrive (408), and how long an idle keep-alive connection stays open.
+    max_header_bytes: int = 32_768
+    max_headers: int = 100
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    idle_timeout_s: int = 5  # whole seconds: uvicorn's keep-alive timer
     api_key: str | None = None  # when set, `Authorization: Bearer KEY` is required (401)
     model_name: str | None = None  # the `model` reported by /v1/embeddings; default: the directory's name
 
@@ -53,6 +60,8 @@ class ServerSettings:
             "max_embed_all_tokens",
             "max_client_batch",
             "payload_limit",
+            "max_header_bytes",
+            "max_headers",
         )
         for name in limits:
             value = getattr(self, name)
@@ -61,6 +70,9 @@ class ServerSettings:
         for name in ("max_wait_ms", "refill_gap_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be >= 0")
+        for name in ("header_timeout_s", "body_timeout_s", "idle_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be > 0")
         if self.api_key is not None:
             check_api_key(self.api_key)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import signal
 import socket
@@ -523,3 +524,64 @@ def test_model_that_fails_to_load_exits_nonzero(tiny_model_dir: Path, tmp_path: 
     )
     assert process.returncode == 1
     assert "failed to load" in process.stderr and "truncated or replaced" in process.stderr
+
+
+def _raw(url: str, data: bytes, *, wait: float = 10.0) -> tuple[bytes, float]:
+    """Send raw bytes on a fresh connection; the server's reply until it closes, and the seconds it took."""
+    host, port = url.removeprefix("http://").split(":")
+    start = time.perf_counter()
+    with socket.create_connection((host, int(port)), timeout=wait) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # refused mid-send: the reply is readable
+            sock.sendall(data)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply, time.perf_counter() - start
+
+
+@pytest.fixture(scope="module")
+def strict_http_server(tiny_model_dir: Path) -> Iterator[str]:
+    flags = ("--header-timeout", "0.5", "--body-timeout", "0.5", "--idle-timeout", "1", "--max-headers", "20")
+    with server(tiny_model_dir, *flags, "--max-header-bytes", "4096") as (url, _):
+        yield url
+
+
+def test_oversized_or_overfull_request_heads_get_431_at_once(strict_http_server: str) -> None:
+    huge = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8_000_000 + b"\r\n\r\n"
+    reply, seconds = _raw(strict_http_server, huge)
+    assert reply.startswith(b"HTTP/1.1 431 ") and seconds < 2.0  # refused before the parser sees 8 MB
+    many = b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(30)) + b"\r\n"
+    assert _raw(strict_http_server, many)[0].startswith(b"HTTP/1.1 431 ")
+    fine = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Ok: " + b"a" * 3000 + b"\r\nConnection: close\r\n\r\n"
+    assert _raw(strict_http_server, fine)[0].startswith(b"HTTP/1.1 200 ")
+
+
+def test_slow_heads_and_bodies_time_out_with_408(strict_http_server: str) -> None:
+    reply, seconds = _raw(strict_http_server, b"GET /health HTTP/1.1\r\nHost: x\r\n")  # never finishes its head
+    assert reply.startswith(b"HTTP/1.1 408 ") and 0.4 < seconds < 3.0
+    partial = b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 99\r\n\r\n{"
+    reply, seconds = _raw(strict_http_server, partial)
+    assert reply.startswith(b"HTTP/1.1 408 ") and 0.4 < seconds < 3.0
+    reply, seconds = _raw(strict_http_server, b"")  # connects, says nothing
+    assert reply.startswith(b"HTTP/1.1 408 ") and seconds < 3.0
+    assert httpx.get(f"{strict_http_server}/health", timeout=10).status_code == 200  # the server is unharmed
+
+
+def test_sigterm_does_not_wait_for_requests_still_arriving(tiny_model_dir: Path) -> None:
+    with server(tiny_model_dir) as (url, process):  # default deadlines: 10 s head, 30 s body
+        host, port = url.removeprefix("http://").split(":")
+        sockets = []
+        for head in (b"GET /health HTTP/1.1\r\nHo", b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{"):
+            for _ in range(50):
+                sock = socket.create_connection((host, int(port)))
+                sock.sendall(head)
+                sockets.append(sock)
+        time.sleep(0.3)
+        start = time.perf_counter()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        assert time.perf_counter() - start < 5.0  # not the 30 s drain timeout: none of them was admitted
+        _, errors = process.communicate(timeout=10)
+        assert "drained" in errors and "Traceback" not in errors
+        for sock in sockets:
+            sock.close()
