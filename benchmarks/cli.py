@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--model", default="minilm", choices=MODELS)
     ab.add_argument("--a", default="", help="`onnxbert serve` flags of side A (default: none)")
     ab.add_argument("--b", default="", help="`onnxbert serve` flags of side B (default: none)")
+    ab.add_argument(
+        "--a-code",
+        default=None,
+        help="run side A from another build of onnxbert: a folder from `pip install --no-deps --target DIR REF` "
+        "(pairs two versions of the server; default: this checkout)",
+    )
     ab.add_argument("--concurrency", type=int, default=32)
     ab.add_argument(
         "--rate",
@@ -69,6 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--threads", type=int, default=None)
     sens.add_argument("--out", default="out/bench")
     sens.add_argument("--cache", default="out/bench-cache")
+    hostile = commands.add_parser(
+        "adversarial", help="every hostile request of #16 at once against `onnxbert serve`; /health, RSS, drain"
+    )
+    hostile.add_argument("--model", default="minilm", choices=MODELS)
+    hostile.add_argument("--seconds", type=float, default=20.0, help="how long the attacks run (default 20)")
+    hostile.add_argument(
+        "--quick", action="store_true", help="5 s, with 1 s head and body timeouts so slow-loris sockets cycle"
+    )
+    hostile.add_argument("--check", action="store_true", help="exit 1 unless every correctness target is met")
+    hostile.add_argument("--out", default="out/bench")
+    hostile.add_argument("--cache", default="out/bench-cache")
     render = commands.add_parser("report", help="re-render report.md and plots from a run's results.json")
     render.add_argument("out")
     check = commands.add_parser("check", help="verify that a run's report, JSON and plots are complete")
@@ -128,8 +145,28 @@ def _serve_ab(args: argparse.Namespace) -> int:
 
     directory = prepare(args.model, Path(args.cache)).directory
     settings = {"concurrency": args.concurrency, "requests": args.requests, "rounds": args.rounds}
-    result = run_ab(directory, args.a, args.b, **settings, out=Path(args.out), model=args.model, rate=args.rate)
+    code = {"A": args.a_code, "B": None}
+    result = run_ab(
+        directory, args.a, args.b, **settings, out=Path(args.out), model=args.model, rate=args.rate, code=code
+    )
     print(markdown(result))
+    return 0
+
+
+def _adversarial(args: argparse.Namespace) -> int:
+    from benchmarks.adversarial import markdown, run_adversarial
+    from benchmarks.models import prepare
+
+    directory = prepare(args.model, Path(args.cache)).directory
+    flags = ("--header-timeout", "1", "--body-timeout", "1") if args.quick else ()
+    seconds = 5.0 if args.quick else args.seconds
+    result = run_adversarial(directory, seconds, Path(args.out), args.model, flags)
+    print(markdown(result))
+    # Timing targets are reported, not enforced: a shared CI machine's scheduler decides them as much as the code.
+    missed = [name for name, met in result["verdicts"].items() if not met and "ms" not in name]
+    if args.check and missed:
+        print(f"missed: {missed}")
+        return 1
     return 0
 
 
@@ -164,6 +201,7 @@ _COMMANDS = {
     "serve-load": _serve_load,
     "serve-ab": _serve_ab,
     "int8-sensitivity": _sensitivity,
+    "adversarial": _adversarial,
 }
 
 

@@ -35,11 +35,14 @@ def run_ab(
     out: Path,
     model: str | None = None,
     rate: float | None = None,
+    code: dict[str, str | None] | None = None,
 ) -> dict[str, Any]:
     """Drive servers A and B (`onnxbert serve DIRECTORY` plus each side's flags) in `rounds` alternating rounds.
 
     With `rate`, each round is open-loop instead (`drive_open`: Poisson arrivals at that rate, whatever the answers
     do) and the sides are compared on p50 latency, lower winning; otherwise on closed-loop throughput.
+    `code`: per side, a folder holding another build of onnxbert to run (`start_server(code=...)`), so that two
+    versions of the server are paired; None runs this checkout.
     """
     if rounds < 2:
         raise SystemExit("serve-ab needs at least 2 rounds (each side goes first in one)")
@@ -51,7 +54,7 @@ def run_ab(
     runs: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
     try:
         for name, flags in sides.items():
-            servers[name] = start_server(directory, *flags)
+            servers[name] = start_server(directory, *flags, code=(code or {}).get(name))
         for name, server in servers.items():
             try:
                 server.wait_ready()
@@ -72,6 +75,7 @@ def run_ab(
         "directory": str(directory),
         "a_flags": a_flags,
         "b_flags": b_flags,
+        "code": code or {},
         "concurrency": concurrency,
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -126,7 +130,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"# onnxbert serve A/B ({result['model']}, {load}, {result['requests']} "
         f"single-sentence requests a round, {result['rounds']} rounds)",
         "",
-        f"- A: `{' '.join(['onnxbert serve DIR', result['a_flags']]).strip()}`",
+        f"- A: `{' '.join(['onnxbert serve DIR', result['a_flags']]).strip()}`"
+        + (f", onnxbert from {result['code']['A']}" if result.get("code", {}).get("A") else ""),
         f"- B: `{' '.join(['onnxbert serve DIR', result['b_flags']]).strip()}`",
         "",
         f"**B/A {metric}: median {result['median_ratio']:.3f}** (quartiles {q1:.3f}-{q3:.3f}); B {better} in "

@@ -30,8 +30,11 @@ __all__ = [
     "sha256_file",
 ]
 
-FORMAT_VERSION = 2
-_READABLE_VERSIONS = (1, 2)  # 1: before verification states; its `passed` / `verified` flags are read into `state`
+FORMAT_VERSION = 3
+# 1: before verification states (its `passed` / `verified` flags are read into `state`); 2: before the BERT family
+# (no `architecture.position_offset`: 0). A new field an older reader would choke on bumps the version, so that an
+# older onnxbert says which version it reads instead of calling the manifest malformed.
+_READABLE_VERSIONS = (1, 2, 3)
 MANIFEST_NAME = "onnxbert.json"
 PRECISIONS = ("fp32", "int8", "fp16")
 # What export measured of a variant: passed its gate, failed it (never written), or could not be run (the reason).

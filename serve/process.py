@@ -5,6 +5,7 @@ What the tests, the load benchmarks and a supervising script need alike; stdlib 
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -69,15 +70,22 @@ class ServerProcess:
         return self.process.returncode
 
 
-def start_server(directory: str | Path, *flags: str, capture_output: bool = False) -> ServerProcess:
+def start_server(
+    directory: str | Path, *flags: str, capture_output: bool = False, code: str | Path | None = None
+) -> ServerProcess:
     """`onnxbert serve DIRECTORY FLAGS` on a free loopback port (log level warning unless FLAGS say otherwise).
 
     `capture_output`: stdout and stderr piped (text) for the caller to read, else inherited.
+    `code`: a folder holding another build of the `onnxbert` package (`pip install --no-deps --target DIR`), run
+    instead of this one: how a benchmark pairs two versions of the server.
     """
     port = free_port()
     command = [sys.executable, "-m", "onnxbert", "serve", str(directory), "--port", str(port), "--log-level"]
     pipe = subprocess.PIPE if capture_output else None
-    process = subprocess.Popen([*command, "warning", *flags], stdout=pipe, stderr=pipe, text=True)
+    env = None
+    if code is not None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen([*command, "warning", *flags], stdout=pipe, stderr=pipe, text=True, env=env)
     return ServerProcess(process, f"http://127.0.0.1:{port}")
 
 

@@ -223,7 +223,11 @@ def write_release(
 
 
 if __name__ == "__main__":
+    from transformers.utils import logging as hf_logging
+
     from onnxbert.export import export_model
+
+    hf_logging.disable_progress_bar()  # save_pretrained's shard bar, once per checkpoint
 
     out = Path(sys.argv[1])
     sources = {name: build_family_checkpoint(name, out / "checkpoints" / name) for name in FAMILY_TYPES}

@@ -46,7 +46,7 @@ def test_export_writes_every_file(tiny_export_dir: Path) -> None:
 
 def test_manifest_validates_and_matches_files(tiny_export_dir: Path) -> None:
     manifest = Manifest.load(tiny_export_dir)
-    assert manifest.format_version == 2
+    assert manifest.format_version == 3
     assert manifest.architecture.num_layers == 2 and manifest.architecture.hidden_size == 32
     assert manifest.architecture.has_pooler
     assert manifest.default_variant == "fp32"

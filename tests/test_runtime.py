@@ -253,6 +253,15 @@ def test_format_1_manifest_is_read_with_its_states(model_copy: Path) -> None:
     assert Encoder(model_copy, variant="fp32").variant == "fp32"
 
 
+def test_format_2_manifest_is_read_without_position_offset(model_copy: Path) -> None:
+    manifest = json.loads((model_copy / "onnxbert.json").read_text(encoding="utf-8"))
+    manifest["format_version"] = 2  # before the BERT family: no position offset
+    del manifest["architecture"]["position_offset"]
+    (model_copy / "onnxbert.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert Manifest.load(model_copy).architecture.position_offset == 0
+    assert Encoder(model_copy).embed("hello").shape == (1, 32)
+
+
 def test_corrupt_tokenizer_names_the_file(model_copy: Path) -> None:
     (model_copy / "tokenizer.json").write_bytes(bytes(range(256)) * 4)
     with pytest.raises(ModelDirectoryError, match=r"tokenizer\.json is not a readable tokenizer\.json.*re-export"):
