@@ -226,6 +226,12 @@ def _install_operations_routes(app: FastAPI, state: State) -> None:
             "max_queue_tokens": settings.max_queue_tokens,
             "max_text_chars": settings.max_text_chars,
             "max_embed_all_tokens": settings.max_embed_all_tokens,
+            "payload_limit": settings.payload_limit,
+            "max_header_bytes": settings.max_header_bytes,
+            "max_headers": settings.max_headers,
+            "header_timeout_s": settings.header_timeout_s,
+            "body_timeout_s": settings.body_timeout_s,
+            "idle_timeout_s": settings.idle_timeout_s,
         }
         model = {"model": settings.model_name or state.directory.name, "ready": state.ready}
         return {**model, **_encoder_info(state.encoder if state.ready else None), **limits}

@@ -261,6 +261,8 @@ def test_over_long_text_is_refused_before_tokenizing(tiny_server: str) -> None:
     assert "inputs[1] has 2001 characters, over max_text_chars=2000" in reply.json()["error"]
     info = httpx.get(f"{tiny_server}/info", headers=AUTH).json()
     assert info["max_text_chars"] == 2000 and info["max_queue_tokens"] == 65_536
+    assert (info["max_header_bytes"], info["max_headers"], info["header_timeout_s"]) == (32_768, 100, 10.0)
+    assert (info["body_timeout_s"], info["idle_timeout_s"], info["payload_limit"]) == (30.0, 5, 20_000)
 
 
 @pytest.mark.parametrize(
