@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--model", default="minilm", choices=MODELS)
     ab.add_argument("--a", default="", help="`onnxbert serve` flags of side A (default: none)")
     ab.add_argument("--b", default="", help="`onnxbert serve` flags of side B (default: none)")
+    ab.add_argument("--directory", default=None, help="serve this model directory instead of --model's export")
     ab.add_argument(
         "--a-code",
         default=None,
@@ -143,7 +144,7 @@ def _serve_ab(args: argparse.Namespace) -> int:
     from benchmarks.models import prepare
     from benchmarks.serve_ab import markdown, run_ab
 
-    directory = prepare(args.model, Path(args.cache)).directory
+    directory = Path(args.directory) if args.directory else prepare(args.model, Path(args.cache)).directory
     settings = {"concurrency": args.concurrency, "requests": args.requests, "rounds": args.rounds}
     code = {"A": args.a_code, "B": None}
     result = run_ab(

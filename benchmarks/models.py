@@ -41,13 +41,20 @@ def _bert_base_checkpoint(target: Path) -> Path:
 
 
 def _current(directory: Path) -> bool:
-    """An export this version wrote: tokenizer_config.json (FastEmbed needs it), a gated int8 recipe, packed twins."""
+    """An export this version wrote: tokenizer_config.json (FastEmbed needs it), the current manifest format, an int8
+    recipe chosen with held-out text, packed twins."""
     from onnxbert.runtime import Manifest
+    from onnxbert.runtime.manifest import FORMAT_VERSION
 
     if not all((directory / name).is_file() for name in ("onnxbert.json", "tokenizer_config.json")):
         return False
-    variants = Manifest.load(directory).variants
-    return "gate" in variants["int8"].recipe and all(v.packed is not None for v in variants.values())
+    manifest = Manifest.load(directory)
+    recipe = manifest.variants["int8"].recipe
+    return (
+        manifest.format_version == FORMAT_VERSION
+        and "text" in recipe
+        and all(v.packed is not None for v in manifest.variants.values())
+    )
 
 
 def prepare(name: str, cache: Path) -> BenchModel:

@@ -79,7 +79,8 @@ def _measure_model(name: str, settings: Settings, peaks: dict[str, float]) -> di
         }
     result["quality"] = _quality(systems, model.real_weights, settings.quick or not model.real_weights)
     recipe = Manifest.load(model.directory).variants["int8"].recipe
-    result["int8_recipe"] = {"name": recipe["name"], "budget": recipe["budget"], "gate": recipe["gate"]}
+    kept = ("name", "budget", "gate", "held_out", "text")
+    result["int8_recipe"] = {key: recipe[key] for key in kept if key in recipe}
     log(f"{name}: cold start")
     result["cold_start"] = coldstart.cold_starts(
         model.checkpoint, model.directory, settings.threads, runs=1 if settings.quick else 3

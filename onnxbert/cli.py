@@ -166,6 +166,13 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (also $ONNXBERT_API_KEY)")
     parser.add_argument("--model-name", default=None, help="model name reported by /v1/embeddings")
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    parser.add_argument(
+        "--drain-timeout",
+        type=int,
+        default=30,
+        help="seconds SIGTERM waits for requests in flight; past it they are cancelled and the exit status is 1 "
+        "(default 30; keep it under the orchestrator's grace period)",
+    )
 
 
 def _add_embed_corpus(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -258,7 +265,14 @@ def _run_serve(args: argparse.Namespace) -> int:
         api_key=args.api_key if args.api_key is not None else os.environ.get("ONNXBERT_API_KEY"),
         model_name=args.model_name,
     )
-    return serve(args.directory, settings, host=args.host, port=args.port, log_level=args.log_level)
+    return serve(
+        args.directory,
+        settings,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        drain_seconds=args.drain_timeout,
+    )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -80,12 +80,14 @@ def start_server(
     instead of this one: how a benchmark pairs two versions of the server.
     """
     port = free_port()
+    directory = Path(directory).resolve()
     command = [sys.executable, "-m", "onnxbert", "serve", str(directory), "--port", str(port), "--log-level"]
     pipe = subprocess.PIPE if capture_output else None
-    env = None
-    if code is not None:
+    env, cwd = None, None
+    if code is not None:  # run from that folder: `python -m` puts the working directory first on sys.path
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")]))}
-    process = subprocess.Popen([*command, "warning", *flags], stdout=pipe, stderr=pipe, text=True, env=env)
+        cwd = str(code)
+    process = subprocess.Popen([*command, "warning", *flags], stdout=pipe, stderr=pipe, text=True, env=env, cwd=cwd)
     return ServerProcess(process, f"http://127.0.0.1:{port}")
 
 

@@ -485,6 +485,21 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(minilm_dir: Path) -> N
         assert "drained" in (process.stderr.read() if process.stderr else "")
 
 
+def test_a_drain_that_times_out_says_so_and_exits_one(tiny_model_dir: Path) -> None:
+    # An idle batcher waiting 5 s for company keeps the one request in flight past the 1 s drain.
+    with server(tiny_model_dir, "--max-wait-ms", "5000", "--drain-timeout", "1") as (url, process):
+        host, port = url.removeprefix("http://").split(":")
+        body = b'{"inputs": "hello"}'
+        head = b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 19\r\n\r\n"
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(head + body)
+            time.sleep(0.5)  # admitted and waiting in the batcher
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=20) == 1
+        errors = process.stderr.read() if process.stderr else ""
+        assert "did not finish within 1 s" in errors and "drained, exiting" not in errors
+
+
 def test_disconnected_client_frees_its_place(minilm_dir: Path) -> None:
     with server(minilm_dir, "--max-queue", "8") as (url, _):
 
