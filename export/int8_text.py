@@ -77,8 +77,9 @@ def cjk_share(tokenizer: Tokenizer) -> float:
 def default_int8_text(tokenizer: Tokenizer) -> Int8Text:
     """The built-in text for the model's language: Chinese for a mostly-CJK vocabulary, else English."""
     if cjk_share(tokenizer) > CJK_VOCABULARY:
-        news = peoples_daily(CALIBRATION_SENTENCES + HELD_OUT_SENTENCES)
-        calibration, held_news = news[::3][:CALIBRATION_SENTENCES], [t for i, t in enumerate(news) if i % 3][:1000]
+        news = peoples_daily(CALIBRATION_SENTENCES + HELD_OUT_SENTENCES)  # every third calibrates, the rest held out
+        calibration = news[::3][:CALIBRATION_SENTENCES]
+        held_news = [text for i, text in enumerate(news) if i % 3][:HELD_OUT_SENTENCES]
         reviews = chinese_reviews(2000)
         held = {"peoples-daily": held_news, "python-docs": python_docs(HELD_OUT_SENTENCES)}
         selection = SelectionText(reviews, [], [], [])
