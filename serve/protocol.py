@@ -104,10 +104,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             limit = self.settings.max_header_bytes
             self._refuse(b"431 Request Header Fields Too Large", f"request head over {limit} bytes")
             return
-        try:
-            super().data_received(data)
-        except _HeaderCountError:  # pragma: no cover - httptools wraps callback errors; kept for other versions
-            self._too_many_headers()
+        super().data_received(data)  # a _HeaderCountError reaches send_400_response as a parser error
 
     def _head_fits(self, data: bytes) -> bool:
         """Count this chunk's bytes up to the end of the head (when it ends here); False past the limit."""
