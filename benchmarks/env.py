@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-from pathlib import Path
 from typing import Any
 
 _FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "fma", "f16c")
@@ -25,25 +24,18 @@ _PACKAGES = (
 
 
 def int8_isa(flags: list[str]) -> str:
-    """Which int8 instructions ONNX Runtime has here: what int8's speed-up over fp32 depends on."""
-    for flag, name in (("amx_int8", "AMX-INT8"), ("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI")):
-        if flag in flags:
-            return name
-    if "avx512f" in flags:
-        return "AVX-512 without VNNI (exact int8 via session.x64quantprecision)"
-    return "AVX2 without VNNI (exact int8 via session.x64quantprecision)" if "avx2" in flags else "no x86 SIMD seen"
+    """Which int8 GEMM ONNX Runtime has on the CPU a result was recorded on (flags as `cpu_info` records them)."""
+    from onnxbert.runtime.session import int8_kernel
+
+    return int8_kernel("x86_64" if flags else platform.machine(), frozenset(flags))
 
 
 def cpu_info() -> dict[str, Any]:
-    model, flags = platform.processor() or "unknown", set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name") and model in ("unknown", "", platform.machine()):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    return {"model": model, "flags": [f for f in _FLAGS_OF_INTEREST if f in flags]}
+    """The CPU's model name and the features int8 depends on, as ONNX Runtime's kernels see them (CPUID)."""
+    from onnxbert.runtime.session import cpu_flags, cpu_model
+
+    flags = cpu_flags()
+    return {"model": cpu_model(), "flags": [f for f in _FLAGS_OF_INTEREST if f in flags]}
 
 
 def versions() -> dict[str, str]:

@@ -12,6 +12,7 @@ every candidate's figures: never a silent fallback to fp32 or to a weaker recipe
 from __future__ import annotations
 
 import math
+import platform
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from onnxbert.runtime.session import cpu_flags, cpu_model, int8_kernel
 from onnxbert.runtime.tokenize import TextTokenizer, Tokenized
 
 from .calibration import Calibration, calibrate
@@ -247,6 +249,8 @@ def _recipe_record(
     return {
         "method": "int8",
         **recipe.describe(),
+        # Speed is the exporting CPU's: int8 / fp32 depends on its int8 GEMM (onnxbert info shows the serving CPU's).
+        "measured_on": {"cpu": cpu_model(), "int8_kernel": int8_kernel(platform.machine(), cpu_flags())},
         "excluded_nodes": fp32_nodes,
         "budget": search.budget.describe(),
         "gate": {key: value for key, value in gate.items() if key != "held_out"},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 from .encoder import Encoder
 from .manifest import Manifest
 from .pooling import normalize
+from .session import cpu_flags, int8_kernel
 
 __all__ = ["read_texts", "run_embed", "run_info"]
 
@@ -128,6 +130,16 @@ def run_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int8_speed(recipe: dict[str, Any]) -> str:
+    """The int8 recipe's speed as measured at export, the CPU it was measured on, and the int8 kernel here."""
+    speed = float(recipe["gate"]["speed_vs_fp32"])
+    measured = recipe.get("measured_on", {})
+    where = f"{measured.get('cpu', 'an unrecorded CPU')}, {measured.get('int8_kernel', 'int8 kernel unrecorded')}"
+    slower = " (slower than fp32 there)" if speed < 1.0 else ""
+    here = int8_kernel(platform.machine(), cpu_flags())
+    return f"recipe {recipe['name']}: {speed:.2f}x fp32 at export{slower} on {where}; int8 on this CPU: {here}"
+
+
 def run_info(args: argparse.Namespace) -> int:
     """Print the manifest: source, architecture, tokenizer, and each variant's verification figures."""
     manifest = Manifest.load(Path(args.directory))
@@ -156,6 +168,8 @@ def run_info(args: argparse.Namespace) -> int:
         print(f"{name}: {state}, {variant.file} ({variant.bytes / 1e6:.1f} MB, for {variant.provider}{twin})")
         if figures:
             print("      " + json.dumps(figures, default=str))
+        if variant.precision == "int8" and "gate" in variant.recipe:
+            print("      " + _int8_speed(variant.recipe))
         for text, held in variant.recipe.get("held_out", {}).items():
             verdict = "within budget" if not held.get("failures") else "outside budget"
             verdict += ", gated" if held.get("gated") else ", reported only" if "gated" in held else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import importlib
 import os
 import platform
 from functools import cache
@@ -12,7 +13,16 @@ import onnxruntime as ort
 
 from .errors import ProviderError, parse_choice
 
-__all__ = ["Provider", "available_cpus", "cpu_flags", "create_session", "exact_int8_needed"]
+__all__ = [
+    "Provider",
+    "available_cpus",
+    "cpu_flags",
+    "cpu_model",
+    "create_session",
+    "exact_int8_needed",
+    "int8_kernel",
+    "merge_cpu_flags",
+]
 
 _ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -59,11 +69,19 @@ def available_cpus() -> int:
 
 # x86 features with an int8 dot product that accumulates u8 x s8 products in 32 bits (no 16-bit saturation).
 _VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+# numpy's CPUID names -> /proc/cpuinfo's, for the features int8 and the benchmarks' reports care about.
+_NUMPY_NAMES = {
+    "AVX2": "avx2",
+    "FMA3": "fma",
+    "F16C": "f16c",
+    "AVX512F": "avx512f",
+    "AVX512BW": "avx512bw",
+    "AVX512VNNI": "avx512_vnni",
+}
+_X86 = ("x86_64", "amd64", "i386", "i686", "x86")
 
 
-@cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (Linux); empty where they cannot be read."""
+def _proc_flags() -> frozenset[str]:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
             for line in info:
@@ -74,6 +92,55 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def _cpuid_flags() -> frozenset[str] | None:
+    """The features CPUID and the OS grant this process, as numpy's dispatcher found them; None where unknown."""
+    features: dict[str, bool] | None = None
+    for module in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):  # numpy 2, numpy 1
+        try:
+            features = importlib.import_module(module).__cpu_features__
+            break
+        except (ImportError, AttributeError):
+            continue
+    if features is None:
+        return None
+    return frozenset(name for key, name in _NUMPY_NAMES.items() if features.get(key))
+
+
+def merge_cpu_flags(cpuid: frozenset[str] | None, proc: frozenset[str]) -> frozenset[str]:
+    """One view of the CPU: CPUID's where known, plus what only /proc/cpuinfo names (avx_vnni, amx_int8).
+
+    /proc/cpuinfo adds to CPUID only when the two agree on AVX2 and AVX-512F; where they disagree (an emulator, a VM
+    that masks CPUID) CPUID alone decides.
+    """
+    if cpuid is None:
+        return proc
+    agree = all((flag in cpuid) == (flag in proc) for flag in ("avx2", "avx512f"))
+    return cpuid | (proc & {"avx_vnni", "amx_int8"}) if agree else cpuid
+
+
+@cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU features ONNX Runtime's kernels will see, named as /proc/cpuinfo names them.
+
+    ORT picks its int8 kernels by CPUID, which numpy's dispatcher also reads (on every OS); /proc/cpuinfo (Linux)
+    adds the features numpy does not probe. Empty where neither can be read.
+    """
+    cpuid = _cpuid_flags() if platform.machine().lower() in _X86 else None
+    return merge_cpu_flags(cpuid, _proc_flags())
+
+
+def cpu_model() -> str:
+    """The CPU's model name, for records that name the CPU a figure was measured on."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def exact_int8_needed(machine: str, flags: frozenset[str]) -> bool:
     """Whether ONNX Runtime must be told to run u8 x s8 int8 exactly (`session.x64quantprecision`).
 
@@ -82,8 +149,18 @@ def exact_int8_needed(machine: str, flags: frozenset[str]) -> bool:
     int8 GEMM off their fast kernels (ORT 1.32 on an AMX Xeon: 3,842 -> 335 GOP/s), so it is set only where needed.
     An x86 CPU whose flags cannot be read is treated as one without VNNI: exact first.
     """
-    x86 = machine.lower() in ("x86_64", "amd64", "i386", "i686", "x86")
-    return x86 and not (flags & _VNNI_FLAGS)
+    return machine.lower() in _X86 and not (flags & _VNNI_FLAGS)
+
+
+def int8_kernel(machine: str, flags: frozenset[str]) -> str:
+    """Which int8 GEMM ONNX Runtime runs on this CPU, in words: what int8's speed-up over fp32 depends on."""
+    for flag, name in (("amx_int8", "AMX-INT8"), ("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI")):
+        if flag in flags:
+            return f"{name} (u8 x s8, 32-bit accumulation)"
+    if machine.lower() not in _X86:
+        return f"{machine} (ONNX Runtime's int8 kernels for it; no 16-bit saturation to avoid)"
+    isa = "AVX-512 without VNNI" if "avx512f" in flags else "AVX2 without VNNI" if "avx2" in flags else "no AVX2 seen"
+    return f"{isa} (exact u8 x u8 via session.x64quantprecision: u8 x s8 would saturate at 16 bits)"
 
 
 def create_session(

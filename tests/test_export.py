@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,7 @@ from onnxbert.export import verify as verify_module  # noqa: E402
 from onnxbert.export.optimize import expected_fusions, fusion_counts, operator_counts  # noqa: E402
 from onnxbert.runtime import Encoder, Manifest, ModelDirectoryError  # noqa: E402
 from onnxbert.runtime.manifest import sha256_file  # noqa: E402
+from onnxbert.runtime.session import cpu_flags, cpu_model, int8_kernel  # noqa: E402
 
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 
@@ -100,6 +104,13 @@ def test_int8_records_its_three_texts(tiny_export_dir: Path) -> None:
         assert figures["texts"] == 1000 and figures["sha256"] == text["held_out"][name]["sha256"]
         assert 0.0 <= figures["top10_agreement"] <= 1.0 and -1.0 <= figures["min_cosine"] <= figures["mean_cosine"]
         assert isinstance(figures["failures"], list) and figures["gated"] is (name == "python-docs")
+    # its speed is this CPU's, and the record says so
+    assert recipe["measured_on"] == {"cpu": cpu_model(), "int8_kernel": int8_kernel(platform.machine(), cpu_flags())}
+    info = subprocess.run(
+        [sys.executable, "-m", "onnxbert", "info", str(tiny_export_dir)], capture_output=True, text=True, check=True
+    )
+    line = next(line for line in info.stdout.splitlines() if "x fp32 at export" in line)
+    assert f"on {cpu_model()}, {recipe['measured_on']['int8_kernel']}; int8 on this CPU: " in line
 
 
 def test_tokenizer_has_no_baked_padding_or_truncation(tiny_export_dir: Path) -> None:

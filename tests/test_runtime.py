@@ -308,6 +308,21 @@ def test_exact_int8_only_where_the_cpu_lacks_vnni(tiny_model_dir: Path) -> None:
     assert not exact_int8_needed("aarch64", frozenset())
     import platform
 
+    from onnxbert.runtime.session import int8_kernel, merge_cpu_flags
+
+    proc = frozenset({"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"})
+    assert merge_cpu_flags(None, proc) == proc  # numpy's CPUID view unavailable: /proc/cpuinfo alone
+    assert merge_cpu_flags(frozenset({"avx2", "avx512f", "avx512_vnni"}), proc) == proc  # agree: /proc adds AMX
+    # An emulated Haswell on an AMX host: /proc/cpuinfo is the host's, CPUID (what ORT dispatches on) is not
+    emulated = merge_cpu_flags(frozenset({"avx2", "fma"}), proc)
+    assert emulated == {"avx2", "fma"} and exact_int8_needed("x86_64", emulated)
+    assert int8_kernel("x86_64", proc).startswith("AMX-INT8")
+    assert int8_kernel("x86_64", frozenset({"avx2", "avx512_vnni"})).startswith("AVX-512 VNNI")
+    assert int8_kernel("x86_64", frozenset({"avx2", "avx_vnni"})).startswith("AVX-VNNI")
+    assert int8_kernel("x86_64", frozenset({"avx2", "avx512f"})).startswith("AVX-512 without VNNI (exact")
+    assert int8_kernel("x86_64", frozenset({"avx2"})).startswith("AVX2 without VNNI (exact")
+    assert int8_kernel("aarch64", frozenset()).startswith("aarch64")
+
     options = Encoder(tiny_model_dir, variant="int8")._session.get_session_options()
     try:
         entry = options.get_session_config_entry("session.x64quantprecision")
