@@ -60,12 +60,20 @@ def calibrate(fused: Path, targets: list[Target], tokens: Tokenized, pad_id: int
 
 
 def round_columns(
-    weight: Float32Array, moment: Float32Array | None, *, damping: float = 0.1, block: int = 128
+    weight: Float32Array,
+    moment: Float32Array | None,
+    *,
+    damping: float = 0.1,
+    block: int = 128,
+    levels: int = 127,
 ) -> tuple[npt.NDArray[np.int8], Float32Array]:
-    """int8 weights (K, N) with one symmetric scale per output column (N,); GPTQ rounding when `moment` is given."""
-    scale = np.maximum(np.abs(weight).max(axis=0), 1e-12) / 127.0  # (N,), fixed before any error is pushed
+    """int8 weights (K, N) in [-levels, levels] with one symmetric scale per output column (N,).
+
+    GPTQ rounding when `moment` is given; round-to-nearest otherwise.
+    """
+    scale = np.maximum(np.abs(weight).max(axis=0), 1e-12) / levels  # (N,), fixed before any error is pushed
     if moment is None:
-        return np.clip(np.round(weight / scale), -127, 127).astype(np.int8), scale.astype(np.float32)
+        return np.clip(np.round(weight / scale), -levels, levels).astype(np.int8), scale.astype(np.float32)
     w = weight.astype(np.float64)
     h = moment.astype(np.float64)
     dead = np.diag(h) == 0  # channels never active in calibration: nothing to learn, keep their rounding plain
@@ -79,7 +87,7 @@ def round_columns(
         stop = min(start + block, len(w))
         part, errors, u = w[start:stop].copy(), np.zeros((stop - start, w.shape[1])), upper[start:stop, start:stop]
         for i in range(stop - start):
-            rounded[start + i] = np.clip(np.round(part[i] / scale), -127, 127) * scale
+            rounded[start + i] = np.clip(np.round(part[i] / scale), -levels, levels) * scale
             errors[i] = (part[i] - rounded[start + i]) / u[i, i]
             part[i:] -= np.outer(u[i, i:], errors[i])
         w[stop:] -= upper[start:stop, stop:].T @ errors

@@ -6,7 +6,8 @@ Modes:
   static   SmoothQuant: per-channel activation ranges measured on calibration text, partly migrated into the
            weights (strength `alpha`), then one static range per tensor; costs one Mul + QuantizeLinear
   rows     one range per token, found at run time (ReduceMax/ReduceMin + blocked QuantizeLinear), output rescaled
-Weights are int8, symmetric, one scale per output column, in every mode.
+Weights are int8, symmetric, one scale per output column, in every mode; a recipe may limit them to 7 bits
+(`weight_levels=64`, ONNX Runtime's reduce_range idea: u8 x s7 pairs cannot saturate 16 bits on CPUs without VNNI).
 
 Why modes per group (all-MiniLM-L6-v2 against fp32, the 2,910 STS-B dev sentences): a few tokens ([CLS], [SEP],
 punctuation) carry far larger activations than the rest, so one range per batch tensor leaves ordinary tokens few
@@ -53,10 +54,13 @@ class Recipe:
     alpha: float = 0.8
     fp32_layers: tuple[int, ...] = ()
     fp32_groups: tuple[tuple[int, str], ...] = ()  # (layer, group)
+    weight_levels: int = 127  # 64: 7-bit weights
 
     def __post_init__(self) -> None:
         if set(self.modes) != set(GROUPS) or not set(self.modes.values()) <= set(MODES):
             raise ValueError(f"recipe {self.name!r} must give each of {GROUPS} one of {MODES}, got {dict(self.modes)}")
+        if not 1 <= self.weight_levels <= 127:
+            raise ValueError(f"recipe {self.name!r}: weight_levels={self.weight_levels} must be within 1..127")
         if self.modes["qkv"] == "rows":
             raise ValueError("qkv cannot use 'rows': the fused Attention takes one input range (QAttention)")
 
@@ -74,7 +78,8 @@ class Recipe:
             "smoothquant_alpha": self.alpha,
             "fp32_layers": list(self.fp32_layers),
             "fp32_groups": [[layer, group] for layer, group in self.fp32_groups],
-            "weights": "int8 symmetric, per output column, GPTQ rounding on the calibration text",
+            "weights": f"int8 symmetric in [-{self.weight_levels}, {self.weight_levels}], per output column, GPTQ "
+            "rounding on the calibration text",
         }
 
 
@@ -196,21 +201,22 @@ def _quantize_activation(rw: _Rewrite, target: Target, plan: _Plan) -> tuple[lis
     return [p + "x_q", one, rw.const(f"int8/zero_point_{zero_point}", np.uint8(zero_point))], p + "row_scale"
 
 
-# (node, mode, SmoothQuant alpha for static) -> (w_q, scale)
-_WeightCache = dict[tuple[str, str, float | None], tuple[npt.NDArray[np.int8], Float32Array]]
+# (node, mode, SmoothQuant alpha for static, weight levels) -> (w_q, scale)
+_WeightCache = dict[tuple[str, str, float | None, int], tuple[npt.NDArray[np.int8], Float32Array]]
 
 
 def _weights(
-    rw: _Rewrite, target: Target, plan: _Plan, alpha: float, calibration: Calibration, cache: _WeightCache
+    rw: _Rewrite, target: Target, plan: _Plan, recipe: Recipe, calibration: Calibration, cache: _WeightCache
 ) -> tuple[npt.NDArray[np.int8], Float32Array]:
     """The int8 weight and its column scales as this plan's activation sees them (static: in activation levels)."""
-    key = (target.node, plan.mode, alpha if plan.step is not None else None)  # a static step depends on alpha
+    alpha = recipe.alpha if plan.step is not None else None  # a static step depends on alpha
+    key = (target.node, plan.mode, alpha, recipe.weight_levels)
     if key not in cache:
         weight, moment = rw.array(target.weight), calibration.moments.get(target.activation)
         if plan.step is not None:
             weight = weight * plan.step[:, None]
             moment = None if moment is None else moment / plan.step[:, None] / plan.step[None, :]
-        cache[key] = round_columns(weight, moment)
+        cache[key] = round_columns(weight, moment, levels=recipe.weight_levels)
     w_q, w_scale = cache[key]
     return w_q, w_scale.copy()
 
@@ -220,12 +226,12 @@ def _rewrite(
     node: onnx.NodeProto,
     target: Target,
     plan: _Plan,
-    alpha: float,
+    recipe: Recipe,
     calibration: Calibration,
     cache: _WeightCache,
 ) -> None:
     (x_q, x_scale, x_zero), row_scale = _quantize_activation(rw, target, plan)
-    w_q, w_scale = _weights(rw, target, plan, alpha, calibration, cache)
+    w_q, w_scale = _weights(rw, target, plan, recipe, calibration, cache)
     p = f"{target.node}/int8/"
     if target.group == "qkv":
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -271,7 +277,7 @@ def quantize(
         if target is None or plans[target.node].mode == "fp32":
             rw.nodes.append(node)
         else:
-            _rewrite(rw, node, target, plans[target.node], recipe.alpha, calibration, cache)
+            _rewrite(rw, node, target, plans[target.node], recipe, calibration, cache)
     del model.graph.node[:]
     model.graph.node.extend(rw.nodes)
     used = {name for node in model.graph.node for name in node.input}

@@ -173,7 +173,13 @@ class _Search:
 
         Held-out text is measured when the selection text passes (or `held_out`: a probe ranking layers).
         """
-        same = (tuple(recipe.modes.items()), recipe.alpha, recipe.fp32_layers, tuple(sorted(recipe.fp32_groups)))
+        same = (
+            tuple(recipe.modes.items()),
+            recipe.alpha,
+            recipe.fp32_layers,
+            tuple(sorted(recipe.fp32_groups)),
+            recipe.weight_levels,
+        )
         if same in self.graphs:
             earlier, graph, counts = self.graphs[same]
             return self.tried[earlier.name]["passed"], graph, counts

@@ -142,6 +142,22 @@ def test_recipes_refuse_what_the_graph_cannot_do() -> None:
         Recipe("bad", dict.fromkeys(["qkv", "attention_output", "ffn_in", "ffn_out"], "rows"))
     with pytest.raises(ValueError, match="must give each of"):
         Recipe("bad", {"qkv": "static"})
+    with pytest.raises(ValueError, match=r"weight_levels=128 must be within 1\.\.127"):
+        Recipe("bad", LADDER[0].modes, weight_levels=128)
+
+
+def test_seven_bit_weights_stay_where_no_pair_of_products_saturates() -> None:
+    """weight_levels=64: |w| <= 64, so a u8 x s8 pair sums to at most 2 * 255 * 64 = 32,640 < 32,767."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((256, 32)).astype(np.float32)
+    weight = rng.standard_normal((32, 24)).astype(np.float32)
+    for moment in (None, x.T @ x):
+        q, scale = round_columns(weight, moment, levels=64)
+        magnitude = np.abs(q.astype(np.int32))
+        assert magnitude.max() == 64
+        pairs = 255 * (magnitude[0::2] + magnitude[1::2])  # u8 at its largest times each pair of adjacent weights
+        assert pairs.max() <= np.iinfo(np.int16).max
+        np.testing.assert_allclose(scale, np.abs(weight).max(axis=0) / 64, rtol=1e-6)
 
 
 def test_budget_presets_and_custom_values() -> None:
