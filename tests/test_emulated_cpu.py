@@ -84,7 +84,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
 
 
-def test_int8_on_an_avx2_cpu_matches_vnni_exactly(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_int8_on_an_avx2_cpu_matches_the_native_cpu_exactly(tiny_model_dir: Path, tmp_path: Path) -> None:
     """The committed tiny model's int8 variant: the emulated AVX2 CPU gives the native vectors bit for bit (integer
     GEMMs are exact; the float ops round alike here), and without the safeguard it saturates."""
     _emulation()
