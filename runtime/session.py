@@ -158,7 +158,7 @@ def int8_kernel(machine: str, flags: frozenset[str]) -> str:
         if flag in flags:
             return f"{name} (u8 x s8, 32-bit accumulation)"
     if machine.lower() not in _X86:
-        return f"{machine} (ONNX Runtime's int8 kernels for it; no 16-bit saturation to avoid)"
+        return f"{machine} (ONNX Runtime's int8 kernels for it)"
     isa = "AVX-512 without VNNI" if "avx512f" in flags else "AVX2 without VNNI" if "avx2" in flags else "no AVX2 seen"
     return f"{isa} (exact u8 x u8 via session.x64quantprecision: u8 x s8 would saturate at 16 bits)"
 
