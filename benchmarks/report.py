@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.env import int8_isa
+from onnxbert.runtime.manifest import held_out_verdict
 
 PLOTS = ("latency_by_shape.png", "throughput.png", "speed_vs_quality.png")
 _PNG = b"\x89PNG\r\n\x1a\n"
@@ -61,7 +62,7 @@ def _recipe_lines(model: dict[str, Any]) -> list[str]:
     ]
     for text, held in recipe.get("held_out", {}).items():
         role = "gated" if held.get("gated") else "reported, not gated"
-        verdict = "within budget" if not held.get("failures") else "outside budget"
+        verdict = held_out_verdict(recipe, held)
         lines.append(
             f"Held out, {text} ({held['texts']} sentences, {role}): mean cosine {held['mean_cosine']:.5f}, "
             f"top-10 {held['top10_agreement']:.3f} ({verdict})."

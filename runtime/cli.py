@@ -13,7 +13,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from .encoder import Encoder
-from .manifest import Manifest
+from .manifest import Manifest, held_out_verdict
 from .pooling import normalize
 from .session import cpu_flags, int8_kernel
 
@@ -171,7 +171,7 @@ def run_info(args: argparse.Namespace) -> int:
         if variant.precision == "int8" and "gate" in variant.recipe:
             print("      " + _int8_speed(variant.recipe))
         for text, held in variant.recipe.get("held_out", {}).items():
-            verdict = "within budget" if not held.get("failures") else "outside budget"
+            verdict = held_out_verdict(variant.recipe, held)
             verdict += ", gated" if held.get("gated") else ", reported only" if "gated" in held else ""
             print(
                 f"      held-out {text} ({held['texts']} texts): mean cosine {held['mean_cosine']:.5f}, "

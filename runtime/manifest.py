@@ -27,6 +27,7 @@ __all__ = [
     "TensorSpec",
     "TokenizerSettings",
     "Variant",
+    "held_out_verdict",
     "sha256_file",
 ]
 
@@ -48,6 +49,18 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def held_out_verdict(recipe: dict[str, Any], held: dict[str, Any]) -> str:
+    """How an int8 recipe's figures on a held-out text stand against the budget it was exported under.
+
+    A recipe exported with no budget (`--int8-quality any`, the benchmarks' random-weight models) fails nothing, and
+    saying "within budget" there would claim a quality that was never asked for.
+    """
+    budget = recipe.get("budget", {})
+    if budget.get("min_mean_cosine", 0.0) < 0 and budget.get("min_top10", 0.0) <= 0:
+        return "no budget"
+    return "outside budget" if held.get("failures") else "within budget"
 
 
 @dataclass(frozen=True)

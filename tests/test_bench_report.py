@@ -103,3 +103,16 @@ def test_quality_metrics() -> None:
     vectors = np.random.default_rng(0).standard_normal((30, 8))
     assert top_k_agreement(vectors, vectors * 2.0) == 1.0
     assert top_k_agreement(vectors, np.random.default_rng(1).standard_normal((30, 8))) < 0.6
+
+
+def test_held_out_figures_of_a_recipe_without_a_budget_are_not_called_within_budget() -> None:
+    held = {"texts": 1000, "mean_cosine": 0.9999, "top10_agreement": 0.909, "gated": False, "failures": []}
+    gate = {"texts": 2910, "mean_cosine": 0.9999, "top10_agreement": 0.915, "spearman_drop": None}
+    pinned = {"name": "static+rows", "gate": gate, "held_out": {"chinese-reviews": held}}
+    pinned["budget"] = {"min_mean_cosine": -1.0, "min_top10": 0.0, "max_spearman_drop": float("inf")}
+    line = report._recipe_lines({"int8_recipe": pinned})[0]
+    assert "top-10 0.909 (no budget)" in line and "within budget" not in line
+
+    strict = pinned | {"budget": {"min_mean_cosine": 0.998, "min_top10": 0.97, "max_spearman_drop": 0.005}}
+    strict["held_out"] = {"chinese-reviews": held | {"failures": ["top10_agreement=0.909 (needs >= 0.97)"]}}
+    assert "top-10 0.909 (outside budget)" in report._recipe_lines({"int8_recipe": strict})[0]
