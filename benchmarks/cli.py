@@ -1,5 +1,5 @@
 """`python -m benchmarks run [--quick] [--models ...] [--threads N] [--out DIR]`, `... check DIR`, serve-load,
-serve-ab, int8-sensitivity and report."""
+serve-ab, int8-sensitivity, isa-classes and report."""
 
 from __future__ import annotations
 
@@ -76,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--threads", type=int, default=None)
     sens.add_argument("--out", default="out/bench")
     sens.add_argument("--cache", default="out/bench-cache")
+    isa = commands.add_parser(
+        "isa-classes", help="int8 vs fp32 under each int8 kernel class this CPU can stand in for (CPUID masked)"
+    )
+    isa.add_argument("--model", default="minilm", choices=MODELS)
+    isa.add_argument("--rounds", type=int, default=3, help="alternating fp32 / int8 passes; medians (default 3)")
+    isa.add_argument("--threads", type=int, default=None)
+    isa.add_argument("--out", default="out/bench")
+    isa.add_argument("--cache", default="out/bench-cache")
     hostile = commands.add_parser(
         "adversarial", help="every hostile request of #16 at once against `onnxbert serve`; /health, RSS, drain"
     )
@@ -102,6 +110,15 @@ def _check(args: argparse.Namespace) -> int:
         print(f"benchmark output problem: {problem}", file=sys.stderr)
     print("benchmark output complete" if not problems else f"{len(problems)} problems")
     return 1 if problems else 0
+
+
+def _isa_classes(args: argparse.Namespace) -> int:
+    from benchmarks.isa_classes import run_classes
+    from onnxbert.runtime import available_cpus
+
+    summary = run_classes(args.model, Path(args.cache), Path(args.out), args.threads or available_cpus(), args.rounds)
+    print((Path(args.out) / "isa_classes.md").read_text(encoding="utf-8"), end="")
+    return 0 if summary["classes"] else 1
 
 
 def _sensitivity(args: argparse.Namespace) -> int:
@@ -202,6 +219,7 @@ _COMMANDS = {
     "serve-load": _serve_load,
     "serve-ab": _serve_ab,
     "int8-sensitivity": _sensitivity,
+    "isa-classes": _isa_classes,
     "adversarial": _adversarial,
 }
 

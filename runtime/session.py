@@ -109,12 +109,12 @@ def _cpuid_flags() -> frozenset[str] | None:
 def merge_cpu_flags(cpuid: frozenset[str] | None, proc: frozenset[str]) -> frozenset[str]:
     """One view of the CPU: CPUID's where known, plus what only /proc/cpuinfo names (avx_vnni, amx_int8).
 
-    /proc/cpuinfo adds to CPUID only when the two agree on AVX2 and AVX-512F; where they disagree (an emulator, a VM
-    that masks CPUID) CPUID alone decides.
+    /proc/cpuinfo adds to CPUID only when the two agree on AVX2, AVX-512F and AVX-512 VNNI; where they disagree (an
+    emulator, CPUID masked for this process) CPUID alone decides.
     """
     if cpuid is None:
         return proc
-    agree = all((flag in cpuid) == (flag in proc) for flag in ("avx2", "avx512f"))
+    agree = all((flag in cpuid) == (flag in proc) for flag in ("avx2", "avx512f", "avx512_vnni"))
     return cpuid | (proc & {"avx_vnni", "amx_int8"}) if agree else cpuid
 
 

@@ -9,6 +9,9 @@ is not vacuous. Speed under emulation means nothing and is not measured.
 
 Needs `qemu-x86_64` (Debian: `apt-get install qemu-user`); skipped without it, unless ONNXBERT_REQUIRE_EMULATION=1
 (CI sets it once QEMU is installed), which turns the skip into a failure.
+
+QEMU has no AVX-512, so the AVX-512-without-VNNI class (Skylake-SP) is run another way: natively, with the features
+above it hidden from CPUID (benchmarks/cpuid_mask.c; needs Linux CPUID faulting and a C compiler, skipped without).
 """
 
 from __future__ import annotations
@@ -70,12 +73,14 @@ def _emulation() -> str:
     pytest.skip(reason)
 
 
-def _embed(model: Path, out: Path, *, emulated: bool, safeguard: bool) -> tuple[np.ndarray, dict[str, object]]:
+def _embed(
+    model: Path, out: Path, *, emulated: bool, safeguard: bool, masked: dict[str, str] | None = None
+) -> tuple[np.ndarray, dict[str, object]]:
     command = [sys.executable, "-c", _CHILD, str(model), str(out), "safeguard" if safeguard else "no-safeguard"]
     command.append(json.dumps(TEXTS))
     if emulated:
         command = [_emulation(), "-cpu", EMULATED_CPU, *command]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, **(masked or {})})
     assert done.returncode == 0, done.stderr[-3000:]
     return np.load(out), json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -113,3 +118,30 @@ def test_real_int8_model_on_an_avx2_cpu(minilm_int8_dir: Path, tmp_path: Path) -
     exact, broken = _cosines(avx2, native), _cosines(saturated, native)
     assert exact.min() >= 0.9995, exact
     assert broken.max() < 0.9995, f"the emulated CPU did not saturate: {broken}"
+
+
+@pytest.mark.parametrize("kernel_class", ["avx512", "avx2"])
+def test_int8_with_vnni_hidden_from_cpuid_matches_the_native_cpu(
+    kernel_class: str, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Natively, with VNNI and AMX (and for avx2 AVX-512) hidden from CPUID: ONNX Runtime takes that class's
+    saturating u8 x s8 kernel, the runtime sets its safeguard, and the vectors are the native ones; the control
+    without the safeguard saturates."""
+    from benchmarks.isa_classes import CLASSES, mask_library
+    from onnxbert.runtime.session import cpu_flags
+
+    hidden, needs = CLASSES[kernel_class]
+    library = mask_library(tmp_path / "mask")
+    if not isinstance(library, Path):
+        pytest.skip(library)
+    if needs not in cpu_flags():
+        pytest.skip(f"this CPU has no {needs}")
+    masked = {"LD_PRELOAD": str(library), "ONNXBERT_HIDE_CPUID": ",".join(hidden)}
+    native, _ = _embed(tiny_model_dir, tmp_path / "native.npy", emulated=False, safeguard=True)
+    exact, seen = _embed(tiny_model_dir, tmp_path / "exact.npy", emulated=False, safeguard=True, masked=masked)
+    saturated, _ = _embed(tiny_model_dir, tmp_path / "sat.npy", emulated=False, safeguard=False, masked=masked)
+
+    assert not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(seen["flags"]), seen
+    assert ("avx512f" in seen["flags"]) == (kernel_class == "avx512") and seen["exact"] is True, seen
+    np.testing.assert_allclose(exact, native, rtol=0, atol=1e-5)
+    assert np.abs(saturated - native).max() > 1e-4, "no saturation with the safeguard off: the mask did not take"
