@@ -64,14 +64,14 @@ def mask_library(cache: Path) -> Path | str:
     return library
 
 
-def _child(name: str, directory: Path, threads: int, rounds: int, out: Path) -> None:
+def _child(name: str, directory: Path, threads: int, rounds: int, limit: int, out: Path) -> None:
     """Run in the masked process: what the runtime sees, GEMM ceilings, int8 / fp32 on real text, probe vectors."""
     from benchmarks.peak import gemm_peaks
     from onnxbert.export.sts import sts_pairs, unique_sentences
     from onnxbert.runtime import Encoder
     from onnxbert.runtime.session import cpu_flags, exact_int8_needed, int8_kernel
 
-    texts = unique_sentences(sts_pairs("dev"), 10**6)
+    texts = unique_sentences(sts_pairs("dev"), limit)
     flags = cpu_flags()
     encoders = {variant: Encoder(directory, variant=variant, threads=threads) for variant in ("fp32", "int8")}
     seconds: dict[str, list[float]] = {variant: [] for variant in encoders}
@@ -97,15 +97,25 @@ def _child(name: str, directory: Path, threads: int, rounds: int, out: Path) -> 
 
 
 def run_classes(model: str, cache: Path, out: Path, threads: int, rounds: int) -> dict[str, Any]:
-    """Every class this CPU can stand in for, each in its own masked child process; writes isa_classes.{json,md}."""
+    """`python -m benchmarks isa-classes`: measure every class and write isa_classes.{json,md} to `out`."""
     from benchmarks.env import cpu_info
     from benchmarks.models import prepare
+
+    summary = {"model": model, "cpu": cpu_info()} | measure_classes(
+        prepare(model, cache).directory, cache, threads, rounds
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "isa_classes.json").write_text(json.dumps(summary, indent=2))
+    (out / "isa_classes.md").write_text(render(summary), encoding="utf-8")
+    return summary
+
+
+def measure_classes(directory: Path, cache: Path, threads: int, rounds: int, limit: int = 10**6) -> dict[str, Any]:
+    """Every class this CPU can stand in for, each in its own masked child process, on up to `limit` texts."""
     from onnxbert.runtime.session import cpu_flags
 
-    directory = prepare(model, cache).directory
     library = mask_library(cache)
     real = cpu_flags()
-    out.mkdir(parents=True, exist_ok=True)
     scratch = cache / "isa_classes"  # each child's record and probe vectors
     scratch.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
@@ -121,6 +131,7 @@ def run_classes(model: str, cache: Path, out: Path, threads: int, rounds: int) -
         if hidden:
             env["LD_PRELOAD"] = " ".join(filter(None, [str(library), env.get("LD_PRELOAD", "")]))
         command = [sys.executable, "-m", "benchmarks.isa_classes", name, str(directory), str(threads), str(rounds)]
+        command.append(str(limit))
         print(f"isa-classes: {name} (hiding {', '.join(hidden) or 'nothing'}) ...", file=sys.stderr, flush=True)
         subprocess.run([*command, str(scratch)], env=env, check=True)
         results[name] = json.loads((scratch / f"{name}.json").read_text())
@@ -129,27 +140,31 @@ def run_classes(model: str, cache: Path, out: Path, threads: int, rounds: int) -
         vectors, base = np.load(scratch / f"{name}.npy"), np.load(scratch / f"{reference}.npy")
         cos = np.sum(vectors * base, axis=1) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(base, axis=1))
         record["vs_unmasked"] = {"max_abs_diff": float(np.abs(vectors - base).max()), "min_cosine": float(cos.min())}
-    summary = {"model": model, "threads": threads, "rounds": rounds, "cpu": cpu_info(), "classes": results}
-    summary["skipped"] = skipped
-    (out / "isa_classes.json").write_text(json.dumps(summary, indent=2))
-    (out / "isa_classes.md").write_text(render(summary), encoding="utf-8")
-    return summary
+    return {"threads": threads, "rounds": rounds, "classes": results, "skipped": skipped}
 
 
 def render(summary: dict[str, Any]) -> str:
-    """The Markdown table: one row per kernel class."""
+    """isa_classes.md: the CPU, what was run, and the table."""
     cpu = summary["cpu"]
-    first = next(iter(summary["classes"].values()), None)
     lines = [
         f"# int8 vs fp32 per int8 kernel class ({summary['model']}, {summary['threads']} threads)",
         "",
-        f"CPU: {cpu['model']} ({', '.join(cpu['flags'])}). Each class runs on this CPU with the features above it "
-        "hidden from CPUID, so ONNX Runtime takes that class's kernels: the kernel choice is measured, not another "
-        "vendor's core (an AMD Zen 3 runs AVX2 at its own rates).",
+        f"CPU: {cpu['model']} ({', '.join(cpu['flags'])}).",
         "",
-        f"Real text: {first['texts'] if first else 0} STS-B dev sentences through Encoder.embed, fp32 and int8 "
-        f"alternating, median of {summary['rounds']} rounds each. Vectors: int8 on the first {_PROBE_TEXTS} of them "
-        "against the unmasked CPU's int8.",
+        *table_lines(summary),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def table_lines(summary: dict[str, Any]) -> list[str]:
+    """What the classes are, one table row per class measured, and a line per class skipped (also the suite's)."""
+    first = next(iter(summary["classes"].values()), None)
+    lines = [
+        "Each class runs on this CPU with the features above it hidden from CPUID, so ONNX Runtime takes that "
+        "class's kernels: the kernel choice is measured, not another vendor's core (an AMD Zen 3 runs AVX2 at its "
+        f"own rates). Real text: {first['texts'] if first else 0} STS-B dev sentences through Encoder.embed, fp32 "
+        f"and int8 alternating, median of {summary['rounds']} rounds each. Vectors: int8 on the first "
+        f"{_PROBE_TEXTS} of them against the unmasked CPU's int8.",
         "",
         "| class | hidden from CPUID | runtime's exact u8 x u8 safeguard | GEMM fp32 GFLOP/s | GEMM int8 GOP/s | "
         "ceiling int8 / fp32 | int8 / fp32 on real text | int8 vectors vs unmasked: min cosine |",
@@ -164,13 +179,13 @@ def render(summary: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "The GEMM ceilings run through the runtime's session (safeguard as the row says). /proc/cpuinfo is not masked:",
-        "a process that hides only AMX still reads amx_int8 there, so its int8_kernel text (in the JSON) says AMX;",
-        "ONNX Runtime dispatches by CPUID, as the int8 GEMM ceiling of that row shows.",
+        "The GEMM ceilings run through the runtime's session (safeguard as the row says). /proc/cpuinfo is not "
+        "masked: a process that hides only AMX still reads amx_int8 there, so its int8_kernel text (in the JSON) says "
+        "AMX; ONNX Runtime dispatches by CPUID, as the int8 GEMM ceiling of that row shows.",
     ]
     lines += [f"- {name}: not measured ({why})" for name, why in summary["skipped"].items()]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 if __name__ == "__main__":
-    _child(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5]))
+    _child(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), Path(sys.argv[6]))

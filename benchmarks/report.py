@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.env import int8_isa
+from benchmarks.isa_classes import table_lines
 from onnxbert.runtime.manifest import held_out_verdict
 
 PLOTS = ("latency_by_shape.png", "throughput.png", "speed_vs_quality.png")
@@ -40,6 +41,10 @@ def headline(results: dict[str, Any]) -> list[str]:
                 f"PyTorch); top-10 neighbours {q[system]['top10_agreement']:.3f}, mean cosine "
                 f"{q[system]['mean_cosine']:.4f}{extra}"
             )
+        classes = model.get("isa_classes", {}).get("classes", {})
+        if classes:
+            ratios = ", ".join(f"{c} {r['int8_vs_fp32']:.2f}x" for c, r in classes.items())
+            lines.append(f"{name} int8 / fp32 per int8 kernel class (this CPU, newer features hidden): {ratios}")
     return lines
 
 
@@ -68,6 +73,12 @@ def _recipe_lines(model: dict[str, Any]) -> list[str]:
             f"top-10 {held['top10_agreement']:.3f} ({verdict})."
         )
     return [" ".join(lines), ""]
+
+
+def _isa_lines(model: dict[str, Any]) -> list[str]:
+    if "isa_classes" not in model:
+        return []
+    return ["### int8 / fp32 per int8 kernel class", "", *table_lines(model["isa_classes"]), ""]
 
 
 def _model_section(name: str, model: dict[str, Any], peaks: dict[str, Any]) -> list[str]:
@@ -112,6 +123,7 @@ def _model_section(name: str, model: dict[str, Any], peaks: dict[str, Any]) -> l
         f"({_fmt(peaks['fp32_gflops'])} GFLOP/s fp32, {_fmt(peaks['int8_gops'])} GOP/s int8).",
         "",
         *_recipe_lines(model),
+        *_isa_lines(model),
         "### Cold start (fresh process to first embedding) and peak RSS",
         "",
         "| system | cold start s | vs a bare ONNX Runtime session | peak RSS MB |",

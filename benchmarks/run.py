@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import coldstart, peak, quality
+from benchmarks import coldstart, isa_classes, peak, quality
 from benchmarks.env import environment
 from benchmarks.models import prepare
 from benchmarks.systems import build_systems, peers_available
@@ -81,6 +81,12 @@ def _measure_model(name: str, settings: Settings, peaks: dict[str, float]) -> di
     recipe = Manifest.load(model.directory).variants["int8"].recipe
     kept = ("name", "budget", "gate", "held_out", "text")
     result["int8_recipe"] = {key: recipe[key] for key in kept if key in recipe}
+    if model.real_weights:
+        log(f"{name}: int8 per kernel class (CPUID masked)")
+        limit = 512 if settings.quick else 10**6
+        result["isa_classes"] = isa_classes.measure_classes(
+            model.directory, settings.cache, settings.threads, rounds=1 if settings.quick else 3, limit=limit
+        )
     log(f"{name}: cold start")
     result["cold_start"] = coldstart.cold_starts(
         model.checkpoint, model.directory, settings.threads, runs=1 if settings.quick else 3

@@ -7,7 +7,8 @@ Modes:
            weights (strength `alpha`), then one static range per tensor; costs one Mul + QuantizeLinear
   rows     one range per token, found at run time (ReduceMax/ReduceMin + blocked QuantizeLinear), output rescaled
 Weights are int8, symmetric, one scale per output column, in every mode; a recipe may limit them to 7 bits
-(`weight_levels=64`, ONNX Runtime's reduce_range idea: u8 x s7 pairs cannot saturate 16 bits on CPUs without VNNI).
+(`weight_levels=64`, ONNX Runtime's reduce_range idea: u8 x s7 pairs cannot saturate 16 bits on CPUs without VNNI, so
+the runtime runs such a graph there on the fast u8 x s8 kernel, without its exact-but-slower safeguard).
 
 Why modes per group (all-MiniLM-L6-v2 against fp32, the 2,910 STS-B dev sentences): a few tokens ([CLS], [SEP],
 punctuation) carry far larger activations than the rest, so one range per batch tensor leaves ordinary tokens few
@@ -78,6 +79,7 @@ class Recipe:
             "smoothquant_alpha": self.alpha,
             "fp32_layers": list(self.fp32_layers),
             "fp32_groups": [[layer, group] for layer, group in self.fp32_groups],
+            "weight_levels": self.weight_levels,  # the runtime reads it: <= 64 needs no safeguard without VNNI
             "weights": f"int8 symmetric in [-{self.weight_levels}, {self.weight_levels}], per output column, GPTQ "
             "rounding on the calibration text",
         }

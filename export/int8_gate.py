@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxbert.runtime.session import cpu_flags, cpu_model, int8_kernel
+from onnxbert.runtime.session import (
+    PAIR_SAFE_WEIGHT_LEVELS,
+    cpu_flags,
+    cpu_model,
+    exact_int8_needed,
+    int8_fits_16_bits,
+    int8_kernel,
+)
 from onnxbert.runtime.tokenize import TextTokenizer, Tokenized
 
 from .calibration import Calibration, calibrate
@@ -36,6 +43,7 @@ __all__ = [
     "BUDGETS",
     "LADDER",
     "Int8Budget",
+    "auto_ladder",
     "calibration_tokens",
     "choose_int8",
     "parse_recipe",
@@ -118,16 +126,33 @@ def _all(mode: str) -> dict[str, str]:
 
 
 # From least to most work at run time; which is fastest is measured on the exporting machine (ISAs differ).
-#   dynamic       one range per batch tensor, found at run time (ORT's classic)
-#   static        SmoothQuant-calibrated static ranges everywhere
-#   static+rows   static for the LayerNorm-fed projections, per token after attention and Gelu, whose ranges
-#                 swing from token to token (MiniLM: the only one within `strict`, top-10 0.971)
+#   dynamic          one range per batch tensor, found at run time (ORT's classic)
+#   static           SmoothQuant-calibrated static ranges everywhere
+#   static+rows      static for the LayerNorm-fed projections, per token after attention and Gelu, whose ranges
+#                    swing from token to token (MiniLM: the only one within `strict`, top-10 0.971)
+#   static+rows-7bit the same with weights within +-64, which cannot saturate the u8 x s8 kernels of CPUs without
+#                    VNNI: there it runs without the exact-but-slower safeguard (MiniLM on AVX2 kernels: 1.43x fp32
+#                    against 1.17x), but it is further from fp32 (STS-B top-10 0.956: within `balanced`, not `strict`)
+_STATIC_ROWS = {**_all("static"), "attention_output": "rows", "ffn_out": "rows"}
 LADDER = (
     Recipe("dynamic", _all("dynamic")),
     Recipe("static", _all("static")),
-    Recipe("static+rows", {**_all("static"), "attention_output": "rows", "ffn_out": "rows"}),
+    Recipe("static+rows", _STATIC_ROWS),
+    Recipe("static+rows-7bit", _STATIC_ROWS, weight_levels=PAIR_SAFE_WEIGHT_LEVELS),
 )
 _RECIPES = {recipe.name: recipe for recipe in LADDER}
+
+
+def auto_ladder(machine: str, flags: frozenset[str]) -> list[Recipe]:
+    """The recipes `auto` tries on this exporting CPU: 7-bit weights only where they can be faster (no VNNI).
+
+    With VNNI or AMX the 7-bit graph runs the same kernels as static+rows, so it could only tie on speed and lose on
+    quality: not judging it there saves an export one candidate.
+    """
+    fast_without_safeguard = exact_int8_needed(machine, flags)
+    return [r for r in LADDER if fast_without_safeguard or r.weight_levels > PAIR_SAFE_WEIGHT_LEVELS]
+
+
 # When no recipe above passes, parts of this one stay in fp32 (`_Search.fallback`).
 FALLBACK = "static+rows"
 
@@ -185,10 +210,10 @@ class _Search:
             return self.tried[earlier.name]["passed"], graph, counts
         graph = self.judge.slot()
         counts = quantize(self.fused, graph, recipe, self.targets, self.calibration, self.weights)
-        figures = self.judge.measure(graph)
+        figures = self.judge.measure(graph, recipe.describe())
         figures["failures"] = self.budget.failures(figures)
         if held_out or not figures["failures"]:
-            figures["held_out"] = self.judge.held_out(graph, self.held_out)
+            figures["held_out"] = self.judge.held_out(graph, self.held_out, recipe.describe())
             for text, held in figures["held_out"].items():
                 held["failures"] = self.budget.failures(held)
                 figures["failures"] += [f"{text}: {failure}" for failure in held["failures"]]
@@ -256,7 +281,12 @@ def _recipe_record(
         "method": "int8",
         **recipe.describe(),
         # Speed is the exporting CPU's: int8 / fp32 depends on its int8 GEMM (onnxbert info shows the serving CPU's).
-        "measured_on": {"cpu": cpu_model(), "int8_kernel": int8_kernel(platform.machine(), cpu_flags())},
+        "measured_on": {
+            "cpu": cpu_model(),
+            "int8_kernel": int8_kernel(
+                platform.machine(), cpu_flags(), fits_16_bits=int8_fits_16_bits(recipe.describe())
+            ),
+        },
         "excluded_nodes": fp32_nodes,
         "budget": search.budget.describe(),
         "gate": {key: value for key, value in gate.items() if key != "held_out"},
@@ -300,7 +330,8 @@ def choose_int8(
         judge.set_reference(fused)
     gated = {name: text.held_out[name] for name in text.gated}
     search = _Search(fused, targets, stats, judge, gated, budget, say, {})
-    found = search.fastest(list(LADDER) if recipe == "auto" else [_RECIPES[recipe]])
+    ladder = auto_ladder(platform.machine(), cpu_flags())
+    found = search.fastest(ladder if recipe == "auto" else [_RECIPES[recipe]])
     if found is None and recipe == "auto":
         found = search.fallback(_RECIPES[FALLBACK], num_layers)
     if found is None:
@@ -315,7 +346,7 @@ def choose_int8(
     if speed < 1.0:
         say.say(f"int8 {chosen.name} ran at {speed:.2f}x fp32 on this machine: slower than fp32 here")
     reported = {name: texts for name, texts in text.held_out.items() if name not in text.gated}
-    held_out = {**search.tried[chosen.name]["held_out"], **judge.held_out(graph, reported)}
+    held_out = {**search.tried[chosen.name]["held_out"], **judge.held_out(graph, reported, chosen.describe())}
     for name, figures in held_out.items():
         figures["gated"] = name in text.gated
         figures["failures"] = budget.failures(figures)

@@ -85,14 +85,17 @@ class Judge:
         """Where the next candidate graph is to be written (a fresh model directory)."""
         return model_slot(self.scratch / f"candidate-{next(self._slots)}", self.tokenizer, precision)
 
-    def encoder(self, graph: Path, precision: str) -> Encoder:
-        """An Encoder on the graph at `graph` (written to a slot), packed rows as users get them."""
-        variant = record_variant(graph, precision, self.base, fusions={}, recipe={}, say=self.say)
+    def encoder(self, graph: Path, precision: str, recipe: dict[str, Any] | None = None) -> Encoder:
+        """An Encoder on the graph at `graph` (written to a slot), packed rows as users get them.
+
+        `recipe`: the candidate's manifest record, which decides its session settings as it will at run time.
+        """
+        variant = record_variant(graph, precision, self.base, fusions={}, recipe=recipe or {}, say=self.say)
         return open_variant(graph.parent, self.base, variant, provider="cpu", threads=self.threads, spinning=False)
 
-    def run(self, graph: Path, precision: str) -> tuple[Float32Array, float]:
+    def run(self, graph: Path, precision: str, recipe: dict[str, Any] | None = None) -> tuple[Float32Array, float]:
         """Unit vectors of the selection text from the graph at `graph`, and one warm pass's seconds."""
-        return timed_embed(self.encoder(graph, precision), self.text.sentences, self.pooling)
+        return timed_embed(self.encoder(graph, precision, recipe), self.text.sentences, self.pooling)
 
     def set_reference(self, fused: Path) -> None:
         """Measure the fp32 graph: the vectors and time every candidate is compared with."""
@@ -106,9 +109,11 @@ class Judge:
         text = self.text
         return sts_spearman(vectors, text.left, text.right, text.gold) if text.gold else None
 
-    def held_out(self, graph: Path, texts: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+    def held_out(
+        self, graph: Path, texts: dict[str, list[str]], recipe: dict[str, Any] | None = None
+    ) -> dict[str, dict[str, Any]]:
         """A candidate against fp32 on held-out texts: each text's hash, cosines and top-10 agreement."""
-        int8 = self.encoder(graph, "int8")
+        int8 = self.encoder(graph, "int8", recipe)
         figures = {}
         for name, sentences in texts.items():
             if name not in self._held_out_reference:
@@ -126,9 +131,9 @@ class Judge:
             }
         return figures
 
-    def measure(self, graph: Path) -> dict[str, Any]:
-        """A candidate's figures against fp32 on the selection text."""
-        vectors, seconds = self.run(graph, "int8")
+    def measure(self, graph: Path, recipe: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A candidate's figures against fp32 on the selection text (`recipe`: its manifest record)."""
+        vectors, seconds = self.run(graph, "int8", recipe)
         similarity = cosines(vectors, self.reference)
         score = self._spearman(vectors)
         fp32_score = self.reference_spearman

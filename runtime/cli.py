@@ -15,7 +15,7 @@ import numpy as np
 from .encoder import Encoder
 from .manifest import Manifest, held_out_verdict
 from .pooling import normalize
-from .session import cpu_flags, int8_kernel
+from .session import cpu_flags, int8_fits_16_bits, int8_kernel
 
 __all__ = ["read_texts", "run_embed", "run_info"]
 
@@ -136,7 +136,7 @@ def _int8_speed(recipe: dict[str, Any]) -> str:
     measured = recipe.get("measured_on", {})
     where = f"{measured.get('cpu', 'an unrecorded CPU')}, {measured.get('int8_kernel', 'int8 kernel unrecorded')}"
     slower = " (slower than fp32 there)" if speed < 1.0 else ""
-    here = int8_kernel(platform.machine(), cpu_flags())
+    here = int8_kernel(platform.machine(), cpu_flags(), fits_16_bits=int8_fits_16_bits(recipe))
     return f"recipe {recipe['name']}: {speed:.2f}x fp32 at export{slower} on {where}; int8 on this CPU: {here}"
 
 

@@ -14,7 +14,7 @@ from .manifest import Manifest
 from .packing import Layout, plan_layouts, segment_pool
 from .pooling import Pooling
 from .pooling import normalize as l2_normalize
-from .session import Provider, create_session
+from .session import Provider, create_session, int8_fits_16_bits
 from .tokenize import TextTokenizer, Tokenized, check_texts
 
 __all__ = ["Encoder", "EncoderOutput"]
@@ -80,7 +80,12 @@ class Encoder:
         self.packing = self._dir.packed_path is not None
         graph = self._dir.packed_path or self._dir.graph_path
         self._session = create_session(
-            graph, provider=chosen, threads=threads, memory_arena=memory_arena, spinning=spinning
+            graph,
+            provider=chosen,
+            threads=threads,
+            memory_arena=memory_arena,
+            spinning=spinning,
+            int8_fits_16_bits=int8_fits_16_bits(self._dir.variant.recipe),
         )
         check_graph_io(self._dir, self._session, packed=self.packing)
         # Feed exactly what the graph declares, in its dtypes (int32 graphs exist: some exporters narrow ids).

@@ -8,18 +8,21 @@ import os
 import platform
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import onnxruntime as ort
 
 from .errors import ProviderError, parse_choice
 
 __all__ = [
+    "PAIR_SAFE_WEIGHT_LEVELS",
     "Provider",
     "available_cpus",
     "cpu_flags",
     "cpu_model",
     "create_session",
     "exact_int8_needed",
+    "int8_fits_16_bits",
     "int8_kernel",
     "merge_cpu_flags",
 ]
@@ -141,6 +144,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+# int8 weights within +-64: a u8 x s8 pair of products stays within 16 bits (2 * 255 * 64 = 32,640 < 32,767), so the
+# saturating kernels of CPUs without VNNI are exact on them without the safeguard (ONNX Runtime's reduce_range idea).
+PAIR_SAFE_WEIGHT_LEVELS = 64
+
+
+def int8_fits_16_bits(recipe: dict[str, Any]) -> bool:
+    """Whether an int8 variant's recipe (its manifest record) keeps every weight within PAIR_SAFE_WEIGHT_LEVELS."""
+    return int(recipe.get("weight_levels", 127)) <= PAIR_SAFE_WEIGHT_LEVELS
+
+
 def exact_int8_needed(machine: str, flags: frozenset[str]) -> bool:
     """Whether ONNX Runtime must be told to run u8 x s8 int8 exactly (`session.x64quantprecision`).
 
@@ -152,23 +165,35 @@ def exact_int8_needed(machine: str, flags: frozenset[str]) -> bool:
     return machine.lower() in _X86 and not (flags & _VNNI_FLAGS)
 
 
-def int8_kernel(machine: str, flags: frozenset[str]) -> str:
-    """Which int8 GEMM ONNX Runtime runs on this CPU, in words: what int8's speed-up over fp32 depends on."""
+def int8_kernel(machine: str, flags: frozenset[str], *, fits_16_bits: bool = False) -> str:
+    """Which int8 GEMM ONNX Runtime runs on this CPU, in words: what int8's speed-up over fp32 depends on.
+
+    `fits_16_bits`: the graph's weights stay within PAIR_SAFE_WEIGHT_LEVELS, so no safeguard is needed.
+    """
     for flag, name in (("amx_int8", "AMX-INT8"), ("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI")):
         if flag in flags:
             return f"{name} (u8 x s8, 32-bit accumulation)"
     if machine.lower() not in _X86:
         return f"{machine} (ONNX Runtime's int8 kernels for it)"
     isa = "AVX-512 without VNNI" if "avx512f" in flags else "AVX2 without VNNI" if "avx2" in flags else "no AVX2 seen"
+    if fits_16_bits:
+        return f"{isa} (u8 x s8: the 7-bit weights cannot saturate its 16-bit pairs)"
     return f"{isa} (exact u8 x u8 via session.x64quantprecision: u8 x s8 would saturate at 16 bits)"
 
 
 def create_session(
-    graph: Path | bytes, *, provider: Provider, threads: int | None, memory_arena: bool, spinning: bool = True
+    graph: Path | bytes,
+    *,
+    provider: Provider,
+    threads: int | None,
+    memory_arena: bool,
+    spinning: bool = True,
+    int8_fits_16_bits: bool = False,
 ) -> ort.InferenceSession:
     """Start a session on exactly `provider`; a provider that does not come up active is an error, not a fallback.
 
     `graph`: a graph file, or serialized bytes (export's calibration and the benchmarks build graphs in memory).
+    `int8_fits_16_bits`: its int8 weights cannot saturate (`int8_fits_16_bits(recipe)`): no safeguard needed.
     """
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads={threads!r} must be a positive int, or None for the CPUs this process may use")
@@ -182,7 +207,7 @@ def create_session(
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     # int8 graphs multiply uint8 activations by int8 weights (U8S8); without VNNI that saturates at 16 bits
     # (all-MiniLM-L6-v2 static+rows on an AMD EPYC Zen 3: top-10 neighbours 0.921 instead of 0.971).
-    if exact_int8_needed(platform.machine(), cpu_flags()):
+    if not int8_fits_16_bits and exact_int8_needed(platform.machine(), cpu_flags()):
         options.add_session_config_entry("session.x64quantprecision", "1")
     wanted = _ORT_NAMES[provider.value]
     available = ort.get_available_providers()

@@ -116,3 +116,23 @@ def test_held_out_figures_of_a_recipe_without_a_budget_are_not_called_within_bud
     strict = pinned | {"budget": {"min_mean_cosine": 0.998, "min_top10": 0.97, "max_spearman_drop": 0.005}}
     strict["held_out"] = {"chinese-reviews": held | {"failures": ["top10_agreement=0.909 (needs >= 0.97)"]}}
     assert "top-10 0.909 (outside budget)" in report._recipe_lines({"int8_recipe": strict})[0]
+
+
+def test_report_gives_int8_speed_per_kernel_class(tmp_path: Path) -> None:
+    results = fake_results()
+
+    def measured(ratio: float, safeguard: bool) -> dict:
+        gemm = {"fp32_gflops": 300.0, "int8_gops": 400.0, "shape": "2048x768 @ 768x3072"}
+        return {"texts": 2910, "int8_vs_fp32": ratio, "exact_int8_safeguard": safeguard, "gemm": gemm} | {
+            "vs_unmasked": {"max_abs_diff": 0.0, "min_cosine": 1.0}
+        }
+
+    classes = {"amx": measured(1.77, False), "avx2": measured(1.16, True)}
+    skipped = {"avx512": "this CPU has no avx512f"}
+    results["models"]["minilm"]["isa_classes"] = {"threads": 2, "rounds": 3, "classes": classes, "skipped": skipped}
+    report.write(results, tmp_path)
+    assert report.check(tmp_path) == []
+    text = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "minilm int8 / fp32 per int8 kernel class (this CPU, newer features hidden): amx 1.77x, avx2 1.16x" in text
+    assert "| avx2 | amx, avx512, avx_vnni | on | 300 | 400 | 1.33x | **1.16x** | 1.000000 |" in text
+    assert "- avx512: not measured (this CPU has no avx512f)" in text

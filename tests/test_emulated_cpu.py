@@ -55,7 +55,9 @@ try:
 except RuntimeError:
     exact = False
 flags = session.cpu_flags()
-print(json.dumps({"flags": sorted(flags), "exact": exact, "kernel": session.int8_kernel(platform.machine(), flags)}))
+fits = session.int8_fits_16_bits(encoder.manifest.variants["int8"].recipe)
+kernel = session.int8_kernel(platform.machine(), flags, fits_16_bits=fits)
+print(json.dumps({"flags": sorted(flags), "exact": exact, "kernel": kernel}))
 """
 
 
@@ -127,11 +129,12 @@ def test_int8_with_vnni_hidden_from_cpuid_matches_the_native_cpu(
     """Natively, with VNNI and AMX (and for avx2 AVX-512) hidden from CPUID: ONNX Runtime takes that class's
     saturating u8 x s8 kernel, the runtime sets its safeguard, and the vectors are the native ones; the control
     without the safeguard saturates."""
-    from benchmarks.isa_classes import CLASSES, mask_library
     from onnxbert.runtime.session import cpu_flags
 
-    hidden, needs = CLASSES[kernel_class]
-    library = mask_library(tmp_path / "mask")
+    # the mask is a benchmark tool (repo root): the CPU-only deployment tier, run from tests/, has no benchmarks/
+    isa_classes = pytest.importorskip("benchmarks.isa_classes")
+    hidden, needs = isa_classes.CLASSES[kernel_class]
+    library = isa_classes.mask_library(tmp_path / "mask")
     if not isinstance(library, Path):
         pytest.skip(library)
     if needs not in cpu_flags():
@@ -145,3 +148,19 @@ def test_int8_with_vnni_hidden_from_cpuid_matches_the_native_cpu(
     assert ("avx512f" in seen["flags"]) == (kernel_class == "avx512") and seen["exact"] is True, seen
     np.testing.assert_allclose(exact, native, rtol=0, atol=1e-5)
     assert np.abs(saturated - native).max() > 1e-4, "no saturation with the safeguard off: the mask did not take"
+
+
+def test_7bit_int8_runs_the_fast_kernel_exactly_on_an_avx2_cpu(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """A 7-bit-weight int8 graph (static+rows-7bit) on the emulated AVX2 CPU: the runtime leaves the safeguard off,
+    so ONNX Runtime runs its saturating u8 x s8 kernel, and the vectors are still the native CPU's: |w| <= 64 cannot
+    saturate its 16-bit pairs."""
+    from onnxbert.export import export_model
+
+    _emulation()
+    model = tmp_path / "model"
+    export_model(tiny_checkpoint, model, int8_quality="any", int8_recipe="static+rows-7bit", progress=False)
+    native, _ = _embed(model, tmp_path / "native.npy", emulated=False, safeguard=True)
+    avx2, seen = _embed(model, tmp_path / "avx2.npy", emulated=True, safeguard=True)
+
+    assert seen["exact"] is False and "7-bit weights cannot saturate" in str(seen["kernel"]), seen
+    np.testing.assert_allclose(avx2, native, rtol=0, atol=1e-5)

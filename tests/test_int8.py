@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,12 @@ from onnxbert.cli import main as cli_main
 from onnxbert.export import ExportError, VerificationError, export_model
 from onnxbert.export.calibration import calibrate, round_columns
 from onnxbert.export.int8 import Recipe, expected_counts, quantize
-from onnxbert.export.int8_gate import BUDGETS, LADDER, Int8Budget
+from onnxbert.export.int8_gate import BUDGETS, LADDER, Int8Budget, auto_ladder
 from onnxbert.export.optimize import operator_counts
 from onnxbert.export.sts import sts_pairs, unique_sentences
 from onnxbert.export.targets import find_targets
 from onnxbert.runtime import Encoder, Manifest
+from onnxbert.runtime.session import cpu_flags, exact_int8_needed, int8_fits_16_bits
 from onnxbert.runtime.tokenize import TextTokenizer
 
 
@@ -33,7 +35,7 @@ def _recipe(record: dict[str, Any]) -> Recipe:
 @pytest.mark.slow
 def test_minilm_int8_meets_the_strict_budget_and_records_its_recipe(minilm_int8_dir: Path) -> None:
     recipe = Manifest.load(minilm_int8_dir).variants["int8"].recipe
-    ladder = [r.name for r in LADDER]
+    ladder = [r.name for r in auto_ladder(platform.machine(), cpu_flags())]  # the recipes `auto` judged here
     assert recipe["name"].split(",")[0] in ladder
     assert recipe["budget"] == BUDGETS["strict"].describe()
     gate = recipe["gate"]
@@ -105,13 +107,14 @@ def test_impossible_budget_fails_after_every_candidate(tiny_checkpoint: Path, tm
     with pytest.raises(VerificationError) as failure:
         export_model(tiny_checkpoint, out, variants="fp32,int8", int8_quality="cos=1.01", progress=False)
     tried = failure.value.figures
-    assert [name for name in tried][: len(LADDER)] == [r.name for r in LADDER]
+    ladder = auto_ladder(platform.machine(), cpu_flags())
+    assert [name for name in tried][: len(ladder)] == [r.name for r in ladder]
     # then the per-layer sensitivity probes, then each projection of the most sensitive layer alone in fp32
     assert {"static+rows, layers [0] fp32", "static+rows, layers [1] fp32"} <= set(tried)
     assert (
         sum(name.endswith(("attention_output fp32", "qkv fp32", "ffn_in fp32", "ffn_out fp32")) for name in tried) == 4
     )
-    assert len(tried) == len(LADDER) + 2 + 4  # two layers: leaving both in fp32 would be no int8 at all
+    assert len(tried) == len(ladder) + 2 + 4  # two layers: leaving both in fp32 would be no int8 at all
     assert all(not figures["passed"] for figures in tried.values())
     assert not out.exists()
 
@@ -242,3 +245,16 @@ def test_int8_products_do_not_saturate_on_cpus_without_vnni(tmp_path: Path) -> N
     session = create_session(tmp_path / "mm.onnx", provider=Provider.CPU, threads=1, memory_arena=True)
     (out,) = session.run(None, {"A": np.full((4, k), 255, np.uint8)})
     np.testing.assert_array_equal(out, np.full((4, n), k * 255 * 127, np.float32))  # saturated: half of it
+
+
+def test_auto_judges_7bit_weights_only_where_they_can_be_faster() -> None:
+    def names(flags: set[str]) -> list[str]:
+        return [r.name for r in auto_ladder("x86_64", frozenset(flags))]
+
+    for without_vnni in ({"avx2"}, {"avx2", "avx512f"}):
+        assert exact_int8_needed("x86_64", frozenset(without_vnni))
+        assert names(without_vnni)[-1] == "static+rows-7bit"
+    assert "static+rows-7bit" not in names({"avx2", "avx512f", "avx512_vnni", "amx_int8"})
+    seven = next(r for r in LADDER if r.name == "static+rows-7bit")
+    assert seven.describe()["weight_levels"] == 64 and int8_fits_16_bits(seven.describe())
+    assert not int8_fits_16_bits(LADDER[2].describe()) and not int8_fits_16_bits({})  # older manifests: 8-bit
