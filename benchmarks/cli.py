@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         "isa-classes", help="int8 vs fp32 under each int8 kernel class this CPU can stand in for (CPUID masked)"
     )
     isa.add_argument("--model", default="minilm", choices=MODELS)
+    isa.add_argument("--directory", default=None, help="an exported model directory instead of --model's export")
     isa.add_argument("--rounds", type=int, default=3, help="alternating fp32 / int8 passes; medians (default 3)")
     isa.add_argument("--threads", type=int, default=None)
     isa.add_argument("--out", default="out/bench")
@@ -116,7 +117,9 @@ def _isa_classes(args: argparse.Namespace) -> int:
     from benchmarks.isa_classes import run_classes
     from onnxbert.runtime import available_cpus
 
-    summary = run_classes(args.model, Path(args.cache), Path(args.out), args.threads or available_cpus(), args.rounds)
+    directory = Path(args.directory) if args.directory else None
+    threads = args.threads or available_cpus()
+    summary = run_classes(args.model, Path(args.cache), Path(args.out), threads, args.rounds, directory)
     print((Path(args.out) / "isa_classes.md").read_text(encoding="utf-8"), end="")
     return 0 if summary["classes"] else 1
 

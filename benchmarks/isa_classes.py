@@ -69,7 +69,7 @@ def _child(name: str, directory: Path, threads: int, rounds: int, limit: int, ou
     from benchmarks.peak import gemm_peaks
     from onnxbert.export.sts import sts_pairs, unique_sentences
     from onnxbert.runtime import Encoder
-    from onnxbert.runtime.session import cpu_flags, exact_int8_needed, int8_kernel
+    from onnxbert.runtime.session import cpu_flags, int8_fits_16_bits, int8_kernel
 
     texts = unique_sentences(sts_pairs("dev"), limit)
     flags = cpu_flags()
@@ -83,11 +83,12 @@ def _child(name: str, directory: Path, threads: int, rounds: int, limit: int, ou
             encoder.embed(texts)
             seconds[variant].append(time.perf_counter() - start)
     np.save(out / f"{name}.npy", encoders["int8"].embed(texts[:_PROBE_TEXTS]))
+    recipe = encoders["int8"].manifest.variants["int8"].recipe
     record = {
         "class": name,
         "flags": sorted(flags),
-        "int8_kernel": int8_kernel(platform.machine(), flags),
-        "exact_int8_safeguard": exact_int8_needed(platform.machine(), flags),
+        "int8_kernel": int8_kernel(platform.machine(), flags, fits_16_bits=int8_fits_16_bits(recipe)),
+        "exact_int8_safeguard": _safeguard_set(encoders["int8"]),  # the int8 session's own, read back
         "gemm": gemm_peaks(threads, seconds=1.5),
         "texts": len(texts),
         "seconds": seconds,
@@ -96,14 +97,30 @@ def _child(name: str, directory: Path, threads: int, rounds: int, limit: int, ou
     (out / f"{name}.json").write_text(json.dumps(record, indent=2))
 
 
-def run_classes(model: str, cache: Path, out: Path, threads: int, rounds: int) -> dict[str, Any]:
-    """`python -m benchmarks isa-classes`: measure every class and write isa_classes.{json,md} to `out`."""
+def _safeguard_set(encoder: Any) -> bool:
+    options = encoder._session.get_session_options()
+    try:
+        return bool(options.get_session_config_entry("session.x64quantprecision") == "1")
+    except RuntimeError:  # never set
+        return False
+
+
+def run_classes(
+    model: str, cache: Path, out: Path, threads: int, rounds: int, directory: Path | None = None
+) -> dict[str, Any]:
+    """`python -m benchmarks isa-classes`: measure every class and write isa_classes.{json,md} to `out`.
+
+    `directory`: an exported model directory to measure instead of `model`'s export.
+    """
     from benchmarks.env import cpu_info
     from benchmarks.models import prepare
+    from onnxbert.runtime import Manifest
 
-    summary = {"model": model, "cpu": cpu_info()} | measure_classes(
-        prepare(model, cache).directory, cache, threads, rounds
-    )
+    if directory is not None:
+        manifest = Manifest.load(directory)
+        model = f"{manifest.source.get('model')}, int8 recipe {manifest.variants['int8'].recipe.get('name', '?')}"
+    source = directory or prepare(model, cache).directory
+    summary = {"model": model, "cpu": cpu_info()} | measure_classes(source, cache, threads, rounds)
     out.mkdir(parents=True, exist_ok=True)
     (out / "isa_classes.json").write_text(json.dumps(summary, indent=2))
     (out / "isa_classes.md").write_text(render(summary), encoding="utf-8")
@@ -166,7 +183,7 @@ def table_lines(summary: dict[str, Any]) -> list[str]:
         f"and int8 alternating, median of {summary['rounds']} rounds each. Vectors: int8 on the first "
         f"{_PROBE_TEXTS} of them against the unmasked CPU's int8.",
         "",
-        "| class | hidden from CPUID | runtime's exact u8 x u8 safeguard | GEMM fp32 GFLOP/s | GEMM int8 GOP/s | "
+        "| class | hidden from CPUID | int8 session's exact u8 x u8 safeguard | GEMM fp32 GFLOP/s | GEMM int8 GOP/s | "
         "ceiling int8 / fp32 | int8 / fp32 on real text | int8 vectors vs unmasked: min cosine |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -179,7 +196,8 @@ def table_lines(summary: dict[str, Any]) -> list[str]:
         )
     lines += [
         "",
-        "The GEMM ceilings run through the runtime's session (safeguard as the row says). /proc/cpuinfo is not "
+        "The GEMM ceilings: one MatMul through the runtime's session, with the safeguard wherever the CPU lacks VNNI "
+        "(an 8-bit graph's case). /proc/cpuinfo is not "
         "masked: a process that hides only AMX still reads amx_int8 there, so its int8_kernel text (in the JSON) says "
         "AMX; ONNX Runtime dispatches by CPUID, as the int8 GEMM ceiling of that row shows.",
     ]
