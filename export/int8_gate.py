@@ -132,7 +132,7 @@ def _all(mode: str) -> dict[str, str]:
 #                    swing from token to token (MiniLM: the only one within `strict`, top-10 0.971)
 #   static+rows-7bit the same with weights within +-64, which cannot saturate the u8 x s8 kernels of CPUs without
 #                    VNNI: there it runs without the exact-but-slower safeguard (MiniLM on AVX2 kernels: 1.43x fp32
-#                    against 1.17x), but it is further from fp32 (STS-B top-10 0.956: within `balanced`, not `strict`)
+#                    against 1.17x), but it is further from fp32 (MiniLM: within `balanced`, not `strict`)
 _STATIC_ROWS = {**_all("static"), "attention_output": "rows", "ffn_out": "rows"}
 LADDER = (
     Recipe("dynamic", _all("dynamic")),
