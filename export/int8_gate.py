@@ -3,10 +3,11 @@
 The text comes in three parts (export/int8_text.py): calibration, selection and held-out. Each candidate is run
 through the runtime's Encoder (export/judge.py) and judged on the selection text; one within budget there must also
 hold it on the gated held-out text (the model's language), or it is not taken. Every recipe of the ladder is judged
-and timed; of those within budget, the one measured fastest here is chosen. When none passes, a per-layer
-sensitivity pass ranks the layers (by the worst margin over selection and gated held-out text) and leaves the most
-sensitive in fp32, one more at a time, each first as a single projection. No recipe within budget is an error with
-every candidate's figures: never a silent fallback to fp32 or to a weaker recipe.
+and timed; of those within budget (each timed again against fp32 in paired rounds), the one measured fastest here
+is chosen. When none passes, a per-layer sensitivity pass ranks the layers (by the worst margin over selection and
+gated held-out text) and leaves the most sensitive in fp32, one more at a time, each first as a single projection.
+No recipe within budget is an error with every candidate's figures: never a silent fallback to fp32 or to a weaker
+recipe.
 """
 
 from __future__ import annotations
@@ -218,6 +219,8 @@ class _Search:
                 held["failures"] = self.budget.failures(held)
                 figures["failures"] += [f"{text}: {failure}" for failure in held["failures"]]
         figures["passed"] = not figures["failures"]
+        if figures["passed"]:  # the speed that decides between candidates and goes into the manifest
+            figures.update(self.judge.speed(graph, recipe.describe()))
         self.tried[recipe.name] = figures
         self.graphs[same] = (recipe, graph, counts)
         self.say.say(_line(recipe.name, figures))

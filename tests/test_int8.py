@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from onnxbert.export import ExportError, VerificationError, export_model
 from onnxbert.export.calibration import calibrate, round_columns
 from onnxbert.export.int8 import Recipe, expected_counts, quantize
 from onnxbert.export.int8_gate import BUDGETS, LADDER, Int8Budget, auto_ladder
+from onnxbert.export.judge import SPEED_ROUNDS
 from onnxbert.export.optimize import operator_counts
 from onnxbert.export.sts import sts_pairs, unique_sentences
 from onnxbert.export.targets import find_targets
@@ -258,3 +260,14 @@ def test_auto_judges_7bit_weights_only_where_they_can_be_faster() -> None:
     seven = next(r for r in LADDER if r.name == "static+rows-7bit")
     assert seven.describe()["weight_levels"] == 64 and int8_fits_16_bits(seven.describe())
     assert not int8_fits_16_bits(LADDER[2].describe()) and not int8_fits_16_bits({})  # older manifests: 8-bit
+
+
+def test_the_recorded_int8_speed_is_timed_in_paired_rounds_against_fp32(tiny_export_dir: Path) -> None:
+    recipe = Manifest.load(tiny_export_dir).variants["int8"].recipe
+    gate = recipe["gate"]
+    assert gate["passed"] and len(gate["speed_rounds"]) == SPEED_ROUNDS
+    assert gate["speed_vs_fp32"] == statistics.median(gate["speed_rounds"]) > 0
+    assert gate["speed_timing"].startswith(f"median of {SPEED_ROUNDS} paired rounds")
+    for figures in recipe["candidates"].values():  # a miss keeps its one quality pass's time, and says so
+        assert figures["passed"] == ("speed_rounds" in figures)
+        assert figures["speed_timing"].startswith("one pass") != figures["passed"]
