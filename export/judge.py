@@ -34,9 +34,9 @@ __all__ = ["Judge", "SelectionText", "timed_embed"]
 
 Float32Array = npt.NDArray[np.float32]
 
-# One warm pass each, far apart in time, is not a speed figure on a shared VM: on an AMD EPYC (Zen 4) such passes put
-# MiniLM's strict int8 at 1.23x fp32, then 1.79x in the benchmark suite. A candidate within budget is timed in paired
-# rounds instead: fp32 and int8 back to back, the order alternating, on the first SPEED_TEXTS selection sentences.
+# One warm pass each, minutes apart, is no speed figure on a shared VM (MiniLM strict int8 on an AMD EPYC Zen 4: 1.23x
+# fp32 so, 1.79x in the benchmark suite): a candidate within budget is timed in paired rounds, fp32 and int8 back to
+# back, the order alternating, on the first SPEED_TEXTS selection sentences.
 SPEED_ROUNDS = 3
 SPEED_TEXTS = 1000
 
