@@ -1,5 +1,5 @@
 """`python -m benchmarks run [--quick] [--models ...] [--threads N] [--out DIR]`, `... check DIR`, serve-load,
-serve-ab, int8-sensitivity, isa-classes and report."""
+serve-ab, int8-sensitivity, isa-classes, row-width and report."""
 
 from __future__ import annotations
 
@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     isa.add_argument("--threads", type=int, default=None)
     isa.add_argument("--out", default="out/bench")
     isa.add_argument("--cache", default="out/bench-cache")
+    rows = commands.add_parser("row-width", help="fp32 and int8 at each packed row width, alternating rounds")
+    rows.add_argument("--model", default="minilm", choices=MODELS)
+    rows.add_argument("--directory", default=None, help="an exported model directory instead of --model's export")
+    rows.add_argument("--widths", default="24,32,48,64", help="comma-separated row widths in tokens")
+    rows.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians (default 3)")
+    rows.add_argument("--threads", type=int, default=None)
+    rows.add_argument("--out", default="out/bench")
+    rows.add_argument("--cache", default="out/bench-cache")
     hostile = commands.add_parser(
         "adversarial", help="every hostile request of #16 at once against `onnxbert serve`; /health, RSS, drain"
     )
@@ -122,6 +130,17 @@ def _isa_classes(args: argparse.Namespace) -> int:
     summary = run_classes(args.model, Path(args.cache), Path(args.out), threads, args.rounds, directory)
     print((Path(args.out) / "isa_classes.md").read_text(encoding="utf-8"), end="")
     return 0 if summary["classes"] else 1
+
+
+def _row_width(args: argparse.Namespace) -> int:
+    from benchmarks.models import prepare
+    from benchmarks.row_width import markdown, run_row_width
+    from onnxbert.runtime import available_cpus
+
+    directory = Path(args.directory) if args.directory else prepare(args.model, Path(args.cache)).directory
+    widths = [int(width) for width in args.widths.split(",")]
+    print(markdown(run_row_width(directory, widths, args.rounds, args.threads or available_cpus(), Path(args.out))))
+    return 0
 
 
 def _sensitivity(args: argparse.Namespace) -> int:
@@ -223,6 +242,7 @@ _COMMANDS = {
     "serve-ab": _serve_ab,
     "int8-sensitivity": _sensitivity,
     "isa-classes": _isa_classes,
+    "row-width": _row_width,
     "adversarial": _adversarial,
 }
 

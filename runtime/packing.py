@@ -32,14 +32,16 @@ Int64Array = npt.NDArray[np.int64]
 
 PACKED_INPUTS = {"position_ids": "int64", "packed_mask": "int32"}
 
-# Row width for packing. all-MiniLM-L6-v2, 2 threads, random groups of 32 STS-B sentences: 64 beat 32 and 128
-# (attention grows with the row's square; narrower rows mean more rows and more ragged ends).
-ROW_TOKENS = 64
+# Row width for packing: attention's masked (T, T) scores cost more than their FLOPs say, so narrow rows win while they
+# still fill. all-MiniLM-L6-v2, 2 threads, in alternating rounds on an AMX Xeon and an AMD Zen 4, on STS-B, Python docs
+# and Chinese reviews: 32 was as fast as or faster than 24, 48 and 64 everywhere (STS-B dev int8 on the Xeon: 2.68 s at
+# 64, 2.11 s at 32); benchmarks/results/row-width.md has the rounds.
+ROW_TOKENS = 32
 
-# Calls of up to this many tokens (a server's batch) get balanced rows (`_balanced_rows`): filled rows of 64 leave a
-# last row mostly empty but as wide as the rest (random groups of 16 STS-B sentences: 1.164 cells per token, balanced
-# 1.017, 474 -> 502 sentences/s in-process, MiniLM fp32).
-BALANCED_TOKENS = 16 * ROW_TOKENS
+# Calls of up to this many tokens (a server's batch) get balanced rows (`_balanced_rows`): filled rows leave a last row
+# mostly empty but as wide as the rest (random groups of 16 STS-B sentences, rows of 64: 1.164 cells per token,
+# balanced 1.017, 474 -> 502 sentences/s in-process, MiniLM fp32).
+BALANCED_TOKENS = 1024
 
 # A row of width w costs about w * (1 + w / ATTENTION_TOKENS) token-columns: attention grows with w squared. Fitted
 # on MiniLM fp32 runs of B rows by T tokens (2 threads): one row of 128 took 1.09x two of 64, one of 256 1.16x four.
