@@ -6,6 +6,9 @@ Modes:
   static   SmoothQuant: per-channel activation ranges measured on calibration text, partly migrated into the
            weights (strength `alpha`), then one static range per tensor; costs one Mul + QuantizeLinear
   rows     one range per token, found at run time (ReduceMax/ReduceMin + blocked QuantizeLinear), output rescaled
+A recipe may also keep ffn_in's largest input channel(s) in fp32 (`fp32_channels`): LayerNorm's output has a few
+channels far larger than the rest (MiniLM: a peak of ~30 against a median of ~1.7), and they set the static range;
+computed exactly beside the int8 MatMul (Gather, Mul, Add), they leave the range to the other channels.
 Weights are int8, symmetric, one scale per output column, in every mode; a recipe may limit them to 7 bits
 (`weight_levels=64`, ONNX Runtime's reduce_range idea: u8 x s7 pairs cannot saturate 16 bits on CPUs without VNNI, so
 the runtime runs such a graph there on the fast u8 x s8 kernel, without its exact-but-slower safeguard).
@@ -44,6 +47,7 @@ _MS = "com.microsoft"
 _ROWS_OPSET = 21  # QuantizeLinear with block_size: one scale per token
 _GELU_MIN = 0.17  # erf Gelu's minimum is -0.16997
 _GELU_ZERO = 16  # uint8 zero point for Gelu's output
+_SIDE_INPUTS = "/int8/fp32_inputs"  # the Gather of a target's fp32 channels
 
 
 @dataclass(frozen=True)
@@ -56,12 +60,15 @@ class Recipe:
     fp32_layers: tuple[int, ...] = ()
     fp32_groups: tuple[tuple[int, str], ...] = ()  # (layer, group)
     weight_levels: int = 127  # 64: 7-bit weights
+    fp32_channels: int = 0  # static ffn_in: its k largest input channels (by calibration peak) computed in fp32
 
     def __post_init__(self) -> None:
         if set(self.modes) != set(GROUPS) or not set(self.modes.values()) <= set(MODES):
             raise ValueError(f"recipe {self.name!r} must give each of {GROUPS} one of {MODES}, got {dict(self.modes)}")
         if not 1 <= self.weight_levels <= 127:
             raise ValueError(f"recipe {self.name!r}: weight_levels={self.weight_levels} must be within 1..127")
+        if not 0 <= self.fp32_channels <= 16:
+            raise ValueError(f"recipe {self.name!r}: fp32_channels={self.fp32_channels} must be within 0..16")
         if self.modes["qkv"] == "rows":
             raise ValueError("qkv cannot use 'rows': the fused Attention takes one input range (QAttention)")
 
@@ -80,19 +87,25 @@ class Recipe:
             "fp32_layers": list(self.fp32_layers),
             "fp32_groups": [[layer, group] for layer, group in self.fp32_groups],
             "weight_levels": self.weight_levels,  # the runtime reads it: <= 64 needs no safeguard without VNNI
+            "fp32_channels": self.fp32_channels,
             "weights": f"int8 symmetric in [-{self.weight_levels}, {self.weight_levels}], per output column, GPTQ "
             "rounding on the calibration text",
         }
 
 
 def expected_counts(recipe: Recipe, targets: list[Target]) -> dict[str, int]:
-    """How many QAttention and MatMulIntegerToFloat nodes the recipe's graph holds, and how many targets stay fp32."""
-    counts = {"QAttention": 0, "MatMulIntegerToFloat": 0, "fp32": 0}
+    """How many QAttention and MatMulIntegerToFloat nodes the recipe's graph holds, and how many targets stay fp32.
+
+    `fp32_channels`: how many targets compute their largest input channels in fp32 beside the int8 MatMul.
+    """
+    counts = {"QAttention": 0, "MatMulIntegerToFloat": 0, "fp32": 0, "fp32_channels": 0}
     for target in targets:
-        if recipe.mode(target) == "fp32":
+        mode = recipe.mode(target)
+        if mode == "fp32":
             counts["fp32"] += 1
         else:
             counts["QAttention" if target.group == "qkv" else "MatMulIntegerToFloat"] += 1
+        counts["fp32_channels"] += int(bool(recipe.fp32_channels) and mode == "static" and target.group == "ffn_in")
     return counts
 
 
@@ -138,7 +151,8 @@ class _Plan:
     """Per quantized target: its mode, its static step, and whether that step is already divided out upstream."""
 
     mode: str
-    step: Float32Array | None = None
+    step: Float32Array | None = None  # inf on an fp32 channel: its int8 level is 0
+    fp32_channels: npt.NDArray[np.int64] | None = None  # input channels computed in fp32 beside the int8 MatMul
     prescaled: bool = False  # attention output whose step was folded into the layer's V projection
     v_divide: Float32Array | None = None  # qkv: divide the V projection (weight columns and bias) by this
 
@@ -149,10 +163,17 @@ def _plans(rw: _Rewrite, recipe: Recipe, targets: list[Target], peaks: Mapping[s
         mode = recipe.mode(target)
         if mode == "static" and target.activation not in peaks:
             raise ExportError(f"static int8 for {target.node} needs calibration ranges")
-        step = (
-            _static_step(peaks[target.activation], rw.array(target.weight), recipe.alpha) if mode == "static" else None
-        )
-        plans[target.node] = _Plan(mode, step)
+        step = channels = None
+        if mode == "static":
+            peak, weight = peaks[target.activation], rw.array(target.weight)
+            if recipe.fp32_channels and target.group == "ffn_in":
+                channels = np.sort(np.argsort(-peak, kind="stable")[: recipe.fp32_channels]).astype(np.int64)
+                rest = np.setdiff1d(np.arange(len(peak)), channels)
+                step = np.full(len(peak), np.inf, dtype=np.float32)
+                step[rest] = _static_step(peak[rest], weight[rest], recipe.alpha)
+            else:
+                step = _static_step(peak, weight, recipe.alpha)
+        plans[target.node] = _Plan(mode, step, channels)
     # Attention output is V mixed by softmax weights, so dividing V's channels by the output's static step gives
     # the pre-scaled tensor for free: the Mul before QuantizeLinear disappears.
     qkv = {t.layer: t for t in targets if t.group == "qkv"}
@@ -203,8 +224,8 @@ def _quantize_activation(rw: _Rewrite, target: Target, plan: _Plan) -> tuple[lis
     return [p + "x_q", one, rw.const(f"int8/zero_point_{zero_point}", np.uint8(zero_point))], p + "row_scale"
 
 
-# (node, mode, SmoothQuant alpha for static, weight levels) -> (w_q, scale)
-_WeightCache = dict[tuple[str, str, float | None, int], tuple[npt.NDArray[np.int8], Float32Array]]
+# (node, mode, SmoothQuant alpha for static, weight levels, fp32 channels) -> (w_q, scale)
+_WeightCache = dict[tuple[str, str, float | None, int, int], tuple[npt.NDArray[np.int8], Float32Array]]
 
 
 def _weights(
@@ -212,12 +233,16 @@ def _weights(
 ) -> tuple[npt.NDArray[np.int8], Float32Array]:
     """The int8 weight and its column scales as this plan's activation sees them (static: in activation levels)."""
     alpha = recipe.alpha if plan.step is not None else None  # a static step depends on alpha
-    key = (target.node, plan.mode, alpha, recipe.weight_levels)
+    side = 0 if plan.fp32_channels is None else len(plan.fp32_channels)
+    key = (target.node, plan.mode, alpha, recipe.weight_levels, side)
     if key not in cache:
         weight, moment = rw.array(target.weight), calibration.moments.get(target.activation)
         if plan.step is not None:
-            weight = weight * plan.step[:, None]
-            moment = None if moment is None else moment / plan.step[:, None] / plan.step[None, :]
+            finite = np.isfinite(plan.step)  # fp32 channels: no int8 weight row, no part in GPTQ's moments
+            step = np.where(finite, plan.step, 1.0)
+            weight = np.where(finite[:, None], weight * step[:, None], 0.0).astype(np.float32)
+            if moment is not None:
+                moment = (moment / step[:, None] / step[None, :] * finite[:, None] * finite[None, :]).astype(np.float32)
         cache[key] = round_columns(weight, moment, levels=recipe.weight_levels)
     w_q, w_scale = cache[key]
     return w_q, w_scale.copy()
@@ -251,10 +276,20 @@ def _rewrite(
         rw.add("QAttention", inputs, list(node.output), domain=_MS, name=node.name + "/int8", **attrs)
         return
     w_q_name, w_scale_name = rw.const(p + "w_q", w_q), rw.const(p + "w_scale", w_scale)
-    out = p + "unscaled" if row_scale else node.output[0]
+    side = plan.fp32_channels
+    out = p + "unscaled" if row_scale else p + "int8_part" if side is not None else node.output[0]
     rw.add("MatMulIntegerToFloat", [x_q, w_q_name, x_scale, w_scale_name, x_zero], [out], domain=_MS)
     if row_scale:
         rw.add("Mul", [out, row_scale], [node.output[0]])
+    if side is not None:  # static only, so no row scale: the int8 part plus the fp32 channels' exact part
+        rows = rw.array(target.weight)[side]  # (k, N)
+        side_inputs = target.node + _SIDE_INPUTS
+        rw.add("Gather", [target.activation, rw.const(p + "fp32_channels", side)], [side_inputs], axis=-1)
+        if len(side) == 1:  # (B, T, 1) x (N,): a broadcast Mul, cheaper than a MatMul with K = 1
+            rw.add("Mul", [side_inputs, rw.const(p + "fp32_rows", rows[0])], [p + "fp32_part"])
+        else:
+            rw.add("MatMul", [side_inputs, rw.const(p + "fp32_rows", rows)], [p + "fp32_part"])
+        rw.add("Add", [out, p + "fp32_part"], [node.output[0]])
 
 
 def quantize(
@@ -294,7 +329,9 @@ def quantize(
     counts = collections.Counter(node.op_type for node in model.graph.node)
     by_node = {node.name: node.op_type for node in model.graph.node}
     fp32 = [t for t in targets if recipe.mode(t) == "fp32" and by_node.get(t.node) in ("Attention", "MatMul")]
-    found = {op: counts[op] for op in ("QAttention", "MatMulIntegerToFloat")} | {"fp32": len(fp32)}
+    side = sum(node.op_type == "Gather" and node.output[0].endswith(_SIDE_INPUTS) for node in model.graph.node)
+    found = {op: counts[op] for op in ("QAttention", "MatMulIntegerToFloat")}
+    found |= {"fp32": len(fp32), "fp32_channels": side}
     wanted = expected_counts(recipe, targets)
     if found != wanted:
         raise ExportError(f"int8 recipe {recipe.name!r} produced {found}, expected {wanted}")

@@ -25,13 +25,21 @@ from onnxbert.export.optimize import operator_counts
 from onnxbert.export.sts import sts_pairs, unique_sentences
 from onnxbert.export.targets import find_targets
 from onnxbert.runtime import Encoder, Manifest
-from onnxbert.runtime.session import cpu_flags, exact_int8_needed, int8_fits_16_bits
+from onnxbert.runtime.session import Provider, cpu_flags, create_session, exact_int8_needed, int8_fits_16_bits
 from onnxbert.runtime.tokenize import TextTokenizer
 
 
 def _recipe(record: dict[str, Any]) -> Recipe:
     groups = tuple((layer, group) for layer, group in record["fp32_groups"])
-    return Recipe(record["name"], record["groups"], record["smoothquant_alpha"], tuple(record["fp32_layers"]), groups)
+    return Recipe(
+        record["name"],
+        record["groups"],
+        record["smoothquant_alpha"],
+        tuple(record["fp32_layers"]),
+        groups,
+        weight_levels=record["weight_levels"],
+        fp32_channels=record["fp32_channels"],
+    )
 
 
 @pytest.mark.slow
@@ -74,8 +82,11 @@ def test_minilm_int8_graph_holds_what_its_recipe_says(minilm_int8_dir: Path) -> 
     assert fp32 == wanted["fp32"] == len(record["excluded_nodes"])
     assert wanted["QAttention"] + wanted["MatMulIntegerToFloat"] >= 18  # at least three quarters of it is int8
     assert record["int8_ops"] == {op: wanted[op] for op in ("QAttention", "MatMulIntegerToFloat")}
-    names = {node.name: node.op_type for node in onnx.load(str(minilm_int8_dir / "model.int8.onnx")).graph.node}
+    graph = onnx.load(str(minilm_int8_dir / "model.int8.onnx")).graph
+    names = {node.name: node.op_type for node in graph.node}
     assert all(names[node] in ("Attention", "MatMul") for node in record["excluded_nodes"])
+    side = [node for node in graph.node if node.op_type == "Gather" and node.output[0].endswith("/int8/fp32_inputs")]
+    assert len(side) == wanted["fp32_channels"]  # static+rows+outlier (what strict picks here): one per ffn_in
 
 
 @pytest.mark.slow
@@ -140,6 +151,46 @@ def test_excluded_layers_really_stay_fp32(tiny_export_dir: Path, tmp_path: Path)
         else:
             assert target.node not in nodes or nodes[target.node].op_type != "MatMul"
     assert sum(node.op_type == "ReduceMax" for node in graph.node) == 1  # one per-token range: layer 0's ffn_out
+
+
+def test_outlier_channels_run_in_fp32_beside_the_int8_matmul(tiny_export_dir: Path, tmp_path: Path) -> None:
+    fused = tiny_export_dir / "model.onnx"
+    targets = find_targets(onnx.load(str(fused)), num_layers=2)
+    tokenizer = TextTokenizer(tiny_export_dir / "tokenizer.json", max_length=64)
+    tokens = tokenizer.encode(["the man is playing guitar .", "hello world", "a woman is slicing an onion ."])
+    stats = calibrate(fused, targets, tokens, pad_id=0)
+    outlier = next(r for r in LADDER if r.name == "static+rows+outlier")
+    counts = quantize(fused, tmp_path / "int8.onnx", outlier, targets, stats)
+    assert expected_counts(outlier, targets)["fp32_channels"] == 2  # one per layer's ffn_in
+    graph = onnx.load(str(tmp_path / "int8.onnx")).graph
+    values = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    source = onnx.load(str(fused)).graph
+    float_weights = {t.name: onnx.numpy_helper.to_array(t) for t in source.initializer}
+    outputs = {node.name: node.output[0] for node in source.node}
+    for target in (t for t in targets if t.group == "ffn_in"):
+        channel = int(np.argmax(stats.peaks[target.activation]))  # the largest input channel on calibration text
+        gather = producer[target.node + "/int8/fp32_inputs"]
+        assert gather.input[0] == target.activation and values[gather.input[1]].tolist() == [channel]
+        prefix = target.node + "/int8/"
+        assert not values[prefix + "w_q"][channel].any()  # no int8 weight row for it ...
+        assert values[prefix + "inverse_step"][channel] == 0  # ... and its int8 level is 0
+        np.testing.assert_array_equal(values[prefix + "fp32_rows"], float_weights[target.weight][channel])
+        assert producer[outputs[target.node]].op_type == "Add"  # int8 part + exact fp32 part
+    assert counts["MatMulIntegerToFloat"] == 6 and counts["QAttention"] == 2
+    # it runs, and computes what fp32 computes up to int8 rounding
+    feeds = {"input_ids": tokens.ids[0][None], "attention_mask": np.ones((1, len(tokens.ids[0])), np.int64)}
+    runs = []
+    for graph_path in (fused, tmp_path / "int8.onnx"):
+        session = create_session(graph_path, provider=Provider.CPU, threads=1, memory_arena=True)
+        wanted = {i.name for i in session.get_inputs()}
+        full = {**feeds, "token_type_ids": np.zeros_like(feeds["input_ids"])}
+        runs.append(session.run(None, {k: v for k, v in full.items() if k in wanted})[0][0])
+    reference, int8 = runs
+    cosine = (reference * int8).sum(-1) / np.linalg.norm(reference, axis=-1) / np.linalg.norm(int8, axis=-1)
+    assert cosine.min() > 0.99
+    with pytest.raises(ValueError, match=r"fp32_channels=17 must be within 0\.\.16"):
+        Recipe("bad", outlier.modes, fp32_channels=17)
 
 
 def test_recipes_refuse_what_the_graph_cannot_do() -> None:
