@@ -32,16 +32,25 @@ def _corpora() -> dict[str, list[str]]:
     }
 
 
-def run_row_width(directory: Path, widths: list[int], rounds: int, threads: int, out: Path) -> dict[str, Any]:
+def run_row_width(
+    directory: Path,
+    widths: list[int],
+    rounds: int,
+    threads: int,
+    out: Path,
+    corpora: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
+    """`corpora`: name -> texts (default: STS-B dev, Python docs, Chinese reviews); server-sized groups are drawn from
+    the first."""
     from benchmarks.env import environment, int8_isa
     from onnxbert.runtime import Encoder, packing
 
-    corpora = _corpora()
-    random.seed(0)
-    sts = corpora["sts-dev"]
-    groups = [random.sample(sts, SERVER_GROUP) for _ in range(SERVER_TEXTS // SERVER_GROUP)]
+    corpora = corpora or _corpora()
+    sts = next(iter(corpora.values()))
+    rng = random.Random(0)
+    groups = [rng.sample(sts, min(SERVER_GROUP, len(sts))) for _ in range(SERVER_TEXTS // SERVER_GROUP)]
     workloads: dict[str, list[list[str]]] = {name: [texts] for name, texts in corpora.items()}
-    workloads[f"groups of {SERVER_GROUP} (STS-B)"] = groups
+    workloads[f"groups of {SERVER_GROUP} ({next(iter(corpora))})"] = groups
     encoders = {variant: Encoder(directory, variant=variant, threads=threads) for variant in ("fp32", "int8")}
     for encoder in encoders.values():
         encoder.embed(sts[:256])

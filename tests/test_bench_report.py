@@ -136,3 +136,21 @@ def test_report_gives_int8_speed_per_kernel_class(tmp_path: Path) -> None:
     assert "minilm int8 / fp32 per int8 kernel class (this CPU, newer features hidden): amx 1.77x, avx2 1.16x" in text
     assert "| avx2 | amx, avx512, avx_vnni | on | 300 | 400 | 1.33x | **1.16x** | 1.000000 | - | - |" in text
     assert "- avx512: not measured (this CPU has no avx512f)" in text
+
+
+def test_row_width_times_each_width_and_restores_the_runtime_default(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from benchmarks.row_width import run_row_width
+    from onnxbert.runtime import packing
+
+    defaults = packing.pack_rows.__defaults__
+    texts = [f"sentence number {i} " + "word " * (i % 23) for i in range(120)]
+    result = run_row_width(tiny_model_dir, [16, 48], 2, 1, tmp_path, corpora={"made-up": texts})
+    assert packing.pack_rows.__defaults__ == defaults  # the runtime's own width again after the run
+    assert set(result["seconds"]) == {"made-up", "groups of 32 (made-up)"}
+    for by_variant in result["seconds"].values():
+        assert set(by_variant) == {"fp32", "int8"}
+        assert all(len(times) == 2 and min(times) > 0 for times in by_variant["int8"].values())
+        assert set(by_variant["fp32"]) == {"16", "48"}
+    table = (tmp_path / "row_width.md").read_text(encoding="utf-8")
+    assert "| made-up | 120 | int8 |" in table and "16 tokens | 48 tokens" in table
+    assert (tmp_path / "row_width.json").is_file()
