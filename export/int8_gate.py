@@ -133,7 +133,7 @@ def _all(mode: str) -> dict[str, str]:
 #                    swing from token to token (MiniLM: the only one within `strict`, top-10 0.971)
 #   static+rows+outlier  the same, with ffn_in's largest input channel computed in fp32 beside its int8 MatMul
 #                    (MiniLM: top-10 0.970 -> 0.974 on STS-B dev for ~9% of int8's speed; within `strict` on held-out
-#                    English where static+rows is not)
+#                    Python docs where static+rows is not)
 #   static+rows-7bit static+rows with weights within +-64, which cannot saturate the u8 x s8 kernels of CPUs without
 #                    VNNI: there it runs without the exact-but-slower safeguard (MiniLM on AVX2 kernels: 1.43x fp32
 #                    against 1.17x), but it is further from fp32 (MiniLM: within `balanced`, not `strict`)

@@ -33,9 +33,8 @@ Int64Array = npt.NDArray[np.int64]
 PACKED_INPUTS = {"position_ids": "int64", "packed_mask": "int32"}
 
 # Row width for packing: attention's masked (T, T) scores cost more than their FLOPs say, so narrow rows win while they
-# still fill. all-MiniLM-L6-v2, 2 threads, in alternating rounds on an AMX Xeon and an AMD Zen 4, on STS-B, Python docs
-# and Chinese reviews: 32 was as fast as or faster than 24, 48 and 64 everywhere (STS-B dev int8 on the Xeon: 2.68 s at
-# 64, 2.11 s at 32); benchmarks/results/row-width.md has the rounds.
+# still fill. all-MiniLM-L6-v2, 2 threads, alternating rounds: 24 and 32 were fastest, within 5% of each other (AMX
+# Xeon, STS-B dev int8: 2.58 s at 64, 2.19 s at 32); benchmarks/results/reference/row_width.md has every workload.
 ROW_TOKENS = 32
 
 # Calls of up to this many tokens (a server's batch) get balanced rows (`_balanced_rows`): filled rows leave a last row
