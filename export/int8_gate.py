@@ -359,9 +359,9 @@ def choose_int8(
         figures["gated"] = name in text.gated
         figures["failures"] = budget.failures(figures)
         if not figures["gated"]:
+            because = text.record["held_out"][name]["reported_because"]
             say.say(
-                f"int8 {chosen.name} on {name} ({text.record['held_out'][name]['reported_because']}: reported, "
-                f"not gated): cos "
+                f"int8 {chosen.name} on {name} ({because}: reported, not gated): cos "
                 f"{figures['mean_cosine']:.5f}, top10 {figures['top10_agreement']:.3f}"
                 + (" [outside budget]" if figures["failures"] else " [within budget]")
             )
