@@ -4,12 +4,13 @@
 
 Candidates: ONNX Runtime's stock `quantize_dynamic` (what most exporters ship), each recipe on onnxbert's ladder,
 and per-group / per-layer probes (one group or one layer's mode changed) that show where quality is lost; 7-bit
-weights (which cannot saturate on CPUs without VNNI); and the weights alone rounded to int8 (or 7 bits) in an fp32
-graph with fp32 activations: the floor any int8 activation scheme starts from. Each is judged exactly as export's
-int8 gate judges (export/judge.py): placed with its packed twin in a scratch model directory, embedded by the public
-Encoder, compared with the fp32 variant on the STS-B dev sentences (all 1,500 pairs unless --pairs): mean / worst
-cosine, top-10 neighbour agreement, STS-B Spearman, one timed embed call; and on export's held-out texts (Python's
-documentation, Chinese reviews). Calibration uses STS-B train, as export does.
+weights (the earlier way not to saturate on CPUs without VNNI, beside the ladder's pair-safe recipes); and the
+weights alone rounded to int8 (or 7 bits) in an fp32 graph with fp32 activations: the floor any int8 activation
+scheme starts from. Each is judged exactly as export's int8 gate judges (export/judge.py): placed with its packed
+twin in a scratch model directory, embedded by the public Encoder, compared with the fp32 variant on the STS-B dev
+sentences (all 1,500 pairs unless --pairs): mean / worst cosine, top-10 neighbour agreement, STS-B Spearman, one
+timed embed call; and on export's held-out texts (Python's documentation, Chinese reviews, Shakespeare).
+Calibration uses STS-B train, as export does.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from onnxbert.export.progress import Progress
 from onnxbert.export.sts import StsPairs, sts_pairs
 from onnxbert.export.targets import GROUPS, Target, find_targets
 from onnxbert.runtime import Manifest, Pooling
+from onnxbert.runtime.session import PAIR_SAFE_WEIGHT_LEVELS
 
 STOCK = "ORT quantize_dynamic, all ops (stock)"
 
@@ -48,7 +50,8 @@ WEIGHTS_ONLY = {"int8 weights only, fp32 activations": 127, "7-bit weights only,
 
 def _candidates(layers: int) -> list[Recipe]:
     base = next(r for r in LADDER if r.name == "static+rows")
-    found = list(LADDER)  # static+rows-7bit among them
+    found = list(LADDER)  # the -pairsafe recipes among them
+    found.append(dataclasses.replace(base, name="static+rows-7bit", weight_levels=PAIR_SAFE_WEIGHT_LEVELS))
     found += [dataclasses.replace(base, name=f"static+rows, {g} fp32", modes={**base.modes, g: "fp32"}) for g in GROUPS]
     found += [
         dataclasses.replace(base, name=f"static+rows, {g} rows", modes={**base.modes, g: "rows"}) for g in ("ffn_in",)
@@ -148,7 +151,7 @@ def run_sensitivity(model: str, pairs: int | None, cache: Path, out: Path, threa
             else:
                 quantize(fused, graph, candidate, targets, stats, weights)
             label = STOCK if candidate is None else candidate if isinstance(candidate, str) else candidate.name
-            record = candidate.describe() if isinstance(candidate, Recipe) else None  # 7-bit: no safeguard needed
+            record = candidate.describe() if isinstance(candidate, Recipe) else None  # pair-safe: no safeguard
             rows.append(_row(label, judge.measure(graph, record), judge.held_out(graph, held_out, record)))
             r = rows[-1]
             print(

@@ -7,7 +7,7 @@ runtime sets its exact u8 x u8 safeguard), AVX2 without VNNI (the same). Each cl
 features above it hidden from CPUID (benchmarks/cpuid_mask.c, Linux CPUID faulting), natively and at full speed, and
 reports what the runtime saw, the one-MatMul GEMM ceilings, int8 / fp32 through `Encoder.embed` on the STS-B dev
 sentences (fp32 and int8 alternating, `--rounds` each, median), and how far the int8 vectors move from the
-unmasked CPU's (they should not beyond int8 rounding: the safeguard, or 7-bit weights, keep every class exact),
+unmasked CPU's (they should not beyond int8 rounding: the safeguard, or pair-safe weights, keep every class exact),
 and int8 against that class's own fp32 on STS-B dev and held-out Python documentation.
 
 What this is not: another vendor's CPU. An AMD Zen 3 runs AVX2 at its own rates; this measures the kernel each

@@ -66,14 +66,23 @@ def round_columns(
     damping: float = 0.1,
     block: int = 128,
     levels: int = 127,
+    pair_limit: int | None = None,
 ) -> tuple[npt.NDArray[np.int8], Float32Array]:
     """int8 weights (K, N) in [-levels, levels] with one symmetric scale per output column (N,).
 
-    GPTQ rounding when `moment` is given; round-to-nearest otherwise.
+    GPTQ rounding when `moment` is given; round-to-nearest otherwise. `pair_limit`: every pair of rows (2i, 2i + 1)
+    also keeps |w[2i] + w[2i + 1]| <= pair_limit in each column. A column's scale grows until its largest pair fits,
+    and a pair that GPTQ's pushed errors would still take over is held at the limit. Clamping alone, at the column's
+    own scale, moves ~1% of MiniLM's weights by tens of levels (top-10 0.974 -> 0.923); the wider scale costs ~0.001.
     """
     scale = np.maximum(np.abs(weight).max(axis=0), 1e-12) / levels  # (N,), fixed before any error is pushed
+    if pair_limit is not None and len(weight) > 1:
+        even = len(weight) - len(weight) % 2
+        widest = np.abs(weight[0:even:2] + weight[1:even:2]).max(axis=0)
+        scale = np.maximum(scale, widest / (pair_limit - 0.5))  # rounding cannot take the widest pair over
     if moment is None:
-        return np.clip(np.round(weight / scale), -levels, levels).astype(np.int8), scale.astype(np.float32)
+        plain = np.clip(np.round(weight / scale), -levels, levels)
+        return _pairs_within(plain, pair_limit).astype(np.int8), scale.astype(np.float32)
     w = weight.astype(np.float64)
     h = moment.astype(np.float64)
     dead = np.diag(h) == 0  # channels never active in calibration: nothing to learn, keep their rounding plain
@@ -87,8 +96,22 @@ def round_columns(
         stop = min(start + block, len(w))
         part, errors, u = w[start:stop].copy(), np.zeros((stop - start, w.shape[1])), upper[start:stop, start:stop]
         for i in range(stop - start):
-            rounded[start + i] = np.clip(np.round(part[i] / scale), -levels, levels) * scale
+            level = np.clip(np.round(part[i] / scale), -levels, levels)
+            if pair_limit is not None and (start + i) % 2 == 1:
+                first = np.round(rounded[start + i - 1] / scale)
+                level = np.clip(level, -pair_limit - first, pair_limit - first)
+            rounded[start + i] = level * scale
             errors[i] = (part[i] - rounded[start + i]) / u[i, i]
             part[i:] -= np.outer(u[i, i:], errors[i])
         w[stop:] -= upper[start:stop, stop:].T @ errors
     return np.round(rounded / scale).astype(np.int8), scale.astype(np.float32)
+
+
+def _pairs_within(levels: npt.NDArray[np.float64], limit: int | None) -> npt.NDArray[np.float64]:
+    """Hold each odd row so that |row 2i + row 2i+1| <= limit (rounding-to-nearest's counterpart of the GPTQ clamp)."""
+    if limit is None:
+        return levels
+    odd = len(levels) // 2
+    first = levels[0 : 2 * odd : 2]
+    levels[1 : 2 * odd : 2] = np.clip(levels[1 : 2 * odd : 2], -limit - first, limit - first)
+    return levels

@@ -9,9 +9,11 @@ Modes:
 A recipe may also keep ffn_in's largest input channel(s) in fp32 (`fp32_channels`): LayerNorm's output has a few
 channels far larger than the rest (MiniLM: a peak of ~30 against a median of ~1.7), and they set the static range;
 computed exactly beside the int8 MatMul (Gather, Mul, Add), they leave the range to the other channels.
-Weights are int8, symmetric, one scale per output column, in every mode; a recipe may limit them to 7 bits
-(`weight_levels=64`, ONNX Runtime's reduce_range idea: u8 x s7 pairs cannot saturate 16 bits on CPUs without VNNI, so
-the runtime runs such a graph there on the fast u8 x s8 kernel, without its exact-but-slower safeguard).
+Weights are int8, symmetric, one scale per output column, in every mode. A recipe may keep each pair of adjacent
+weight rows within |w[2i] + w[2i + 1]| <= 128 (`weight_pair_limit`, runtime.session.PAIR_SUM_LIMIT): then the u8 x s8
+kernels of CPUs without VNNI, which add each two products into 16 bits, cannot saturate, and the runtime runs such a
+graph there on them without its exact-but-slower safeguard. 7-bit weights (`weight_levels=64`, ONNX Runtime's
+reduce_range idea) meet the bound too, with twice the rounding error (MiniLM top-10 0.956 against 0.968 pair-safe).
 
 Why modes per group (all-MiniLM-L6-v2 against fp32, the 2,910 STS-B dev sentences): a few tokens ([CLS], [SEP],
 punctuation) carry far larger activations than the rest, so one range per batch tensor leaves ordinary tokens few
@@ -61,12 +63,15 @@ class Recipe:
     fp32_groups: tuple[tuple[int, str], ...] = ()  # (layer, group)
     weight_levels: int = 127  # 64: 7-bit weights
     fp32_channels: int = 0  # static ffn_in: its k largest input channels (by calibration peak) computed in fp32
+    weight_pair_limit: int | None = None  # PAIR_SUM_LIMIT: each |w[2i] + w[2i + 1]| within it, per column
 
     def __post_init__(self) -> None:
         if set(self.modes) != set(GROUPS) or not set(self.modes.values()) <= set(MODES):
             raise ValueError(f"recipe {self.name!r} must give each of {GROUPS} one of {MODES}, got {dict(self.modes)}")
         if not 1 <= self.weight_levels <= 127:
             raise ValueError(f"recipe {self.name!r}: weight_levels={self.weight_levels} must be within 1..127")
+        if self.weight_pair_limit is not None and not 1 <= self.weight_pair_limit <= 2 * self.weight_levels:
+            raise ValueError(f"recipe {self.name!r}: weight_pair_limit={self.weight_pair_limit} must be within 1..254")
         if not 0 <= self.fp32_channels <= 16:
             raise ValueError(f"recipe {self.name!r}: fp32_channels={self.fp32_channels} must be within 0..16")
         if self.modes["qkv"] == "rows":
@@ -86,10 +91,12 @@ class Recipe:
             "smoothquant_alpha": self.alpha,
             "fp32_layers": list(self.fp32_layers),
             "fp32_groups": [[layer, group] for layer, group in self.fp32_groups],
-            "weight_levels": self.weight_levels,  # the runtime reads it: <= 64 needs no safeguard without VNNI
+            "weight_levels": self.weight_levels,  # the runtime reads both: either may make the safeguard needless
+            "weight_pair_limit": self.weight_pair_limit,
             "fp32_channels": self.fp32_channels,
             "weights": f"int8 symmetric in [-{self.weight_levels}, {self.weight_levels}], per output column, GPTQ "
-            "rounding on the calibration text",
+            "rounding on the calibration text"
+            + (f"; each |w[2i] + w[2i + 1]| <= {self.weight_pair_limit}" if self.weight_pair_limit else ""),
         }
 
 
@@ -224,8 +231,8 @@ def _quantize_activation(rw: _Rewrite, target: Target, plan: _Plan) -> tuple[lis
     return [p + "x_q", one, rw.const(f"int8/zero_point_{zero_point}", np.uint8(zero_point))], p + "row_scale"
 
 
-# (node, mode, SmoothQuant alpha for static, weight levels, fp32 channels) -> (w_q, scale)
-_WeightCache = dict[tuple[str, str, float | None, int, int], tuple[npt.NDArray[np.int8], Float32Array]]
+# (node, mode, SmoothQuant alpha for static, weight levels, pair limit, fp32 channels) -> (w_q, scale)
+_WeightCache = dict[tuple[str, str, float | None, int, int | None, int], tuple[npt.NDArray[np.int8], Float32Array]]
 
 
 def _weights(
@@ -234,7 +241,7 @@ def _weights(
     """The int8 weight and its column scales as this plan's activation sees them (static: in activation levels)."""
     alpha = recipe.alpha if plan.step is not None else None  # a static step depends on alpha
     side = 0 if plan.fp32_channels is None else len(plan.fp32_channels)
-    key = (target.node, plan.mode, alpha, recipe.weight_levels, side)
+    key = (target.node, plan.mode, alpha, recipe.weight_levels, recipe.weight_pair_limit, side)
     if key not in cache:
         weight, moment = rw.array(target.weight), calibration.moments.get(target.activation)
         if plan.step is not None:
@@ -243,7 +250,7 @@ def _weights(
             weight = np.where(finite[:, None], weight * step[:, None], 0.0).astype(np.float32)
             if moment is not None:
                 moment = (moment / step[:, None] / step[None, :] * finite[:, None] * finite[None, :]).astype(np.float32)
-        cache[key] = round_columns(weight, moment, levels=recipe.weight_levels)
+        cache[key] = round_columns(weight, moment, levels=recipe.weight_levels, pair_limit=recipe.weight_pair_limit)
     w_q, w_scale = cache[key]
     return w_q, w_scale.copy()
 
@@ -335,4 +342,18 @@ def quantize(
     wanted = expected_counts(recipe, targets)
     if found != wanted:
         raise ExportError(f"int8 recipe {recipe.name!r} produced {found}, expected {wanted}")
+    if recipe.weight_pair_limit is not None:
+        _check_pairs(model, recipe.weight_pair_limit)
     return dict(counts)
+
+
+def _check_pairs(model: onnx.ModelProto, limit: int) -> None:
+    """Every int8 weight keeps |w[2i] + w[2i + 1]| <= limit: the runtime drops its safeguard on that promise."""
+    for init in model.graph.initializer:
+        if init.data_type != TensorProto.INT8 or len(init.dims) != 2:
+            continue
+        weight = numpy_helper.to_array(init).astype(np.int32)
+        even = len(weight) - len(weight) % 2
+        widest = int(np.abs(weight[0:even:2] + weight[1:even:2]).max(initial=0))
+        if widest > limit:
+            raise ExportError(f"{init.name}: a weight pair sums to {widest}, over the recipe's limit {limit}")

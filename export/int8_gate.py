@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 
 from onnxbert.runtime.session import (
-    PAIR_SAFE_WEIGHT_LEVELS,
+    PAIR_SUM_LIMIT,
     cpu_flags,
     cpu_model,
     exact_int8_needed,
@@ -134,28 +134,30 @@ def _all(mode: str) -> dict[str, str]:
 #   static+rows+outlier  the same, with ffn_in's largest input channel computed in fp32 beside its int8 MatMul
 #                    (MiniLM: top-10 0.970 -> 0.974 on STS-B dev for ~9% of int8's speed; within `strict` on held-out
 #                    Python docs where static+rows is not)
-#   static+rows-7bit static+rows with weights within +-64, which cannot saturate the u8 x s8 kernels of CPUs without
-#                    VNNI: there it runs without the exact-but-slower safeguard (MiniLM on AVX2 kernels: 1.43x fp32
-#                    against 1.17x), but it is further from fp32 (MiniLM: within `balanced`, not `strict`)
+#   ...-pairsafe     the two above with each pair of adjacent weights within |w[2i] + w[2i + 1]| <= 128, which cannot
+#                    saturate the u8 x s8 kernels of CPUs without VNNI: there they run without the exact-but-slower
+#                    safeguard (the kernel 7-bit weights got: 1.43x fp32 against 1.17x, Xeon's AVX2 class), for wider
+#                    column scales (MiniLM +outlier on STS-B dev: top-10 0.973 against 0.974; held-out docs 0.968)
 _STATIC_ROWS = {**_all("static"), "attention_output": "rows", "ffn_out": "rows"}
 LADDER = (
     Recipe("dynamic", _all("dynamic")),
     Recipe("static", _all("static")),
     Recipe("static+rows", _STATIC_ROWS),
     Recipe("static+rows+outlier", _STATIC_ROWS, fp32_channels=1),
-    Recipe("static+rows-7bit", _STATIC_ROWS, weight_levels=PAIR_SAFE_WEIGHT_LEVELS),
+    Recipe("static+rows-pairsafe", _STATIC_ROWS, weight_pair_limit=PAIR_SUM_LIMIT),
+    Recipe("static+rows+outlier-pairsafe", _STATIC_ROWS, fp32_channels=1, weight_pair_limit=PAIR_SUM_LIMIT),
 )
 _RECIPES = {recipe.name: recipe for recipe in LADDER}
 
 
 def auto_ladder(machine: str, flags: frozenset[str]) -> list[Recipe]:
-    """The recipes `auto` tries on this exporting CPU: 7-bit weights only where they can be faster (no VNNI).
+    """The recipes `auto` tries on this exporting CPU: pair-safe weights only where they can be faster (no VNNI).
 
-    With VNNI or AMX the 7-bit graph runs the same kernels as static+rows, so it could only tie on speed and lose on
-    quality: not judging it there saves an export one candidate.
+    With VNNI or AMX a pair-safe graph runs the same kernels as its plain twin, so it could only tie on speed and lose
+    on quality: not judging it there saves an export two candidates.
     """
     fast_without_safeguard = exact_int8_needed(machine, flags)
-    return [r for r in LADDER if fast_without_safeguard or r.weight_levels > PAIR_SAFE_WEIGHT_LEVELS]
+    return [r for r in LADDER if fast_without_safeguard or not int8_fits_16_bits(r.describe())]
 
 
 # When no recipe above passes, parts of this one stay in fp32 (`_Search.fallback`).
@@ -209,6 +211,7 @@ class _Search:
             recipe.fp32_layers,
             tuple(sorted(recipe.fp32_groups)),
             recipe.weight_levels,
+            recipe.weight_pair_limit,
             recipe.fp32_channels,
         )
         if same in self.graphs:

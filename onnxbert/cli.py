@@ -21,7 +21,14 @@ __all__ = ["build_parser", "main", "parse_args"]
 _VARIANTS = ("auto", *PRECISIONS)
 _PROVIDERS = tuple(provider.value for provider in Provider)
 # export/int8_gate.py's LADDER, named here so that --help does not import torch (a test checks they agree)
-_INT8_RECIPES = ("dynamic", "static", "static+rows", "static+rows+outlier", "static+rows-7bit")
+_INT8_RECIPES = (
+    "dynamic",
+    "static",
+    "static+rows",
+    "static+rows+outlier",
+    "static+rows-pairsafe",
+    "static+rows+outlier-pairsafe",
+)
 # Commands whose positional lists may continue after options: `embed DIR --token-level "Hello" "今天"`.
 _INTERMIXED = ("embed", "embed-corpus")
 

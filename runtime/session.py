@@ -16,6 +16,7 @@ from .errors import ProviderError, parse_choice
 
 __all__ = [
     "PAIR_SAFE_WEIGHT_LEVELS",
+    "PAIR_SUM_LIMIT",
     "Provider",
     "available_cpus",
     "cpu_flags",
@@ -144,14 +145,20 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-# int8 weights within +-64: a u8 x s8 pair of products stays within 16 bits (2 * 255 * 64 = 32,640 < 32,767), so the
-# saturating kernels of CPUs without VNNI are exact on them without the safeguard (ONNX Runtime's reduce_range idea).
+# ONNX Runtime's u8 x s8 kernels for CPUs without VNNI (AVX2, plain AVX-512) add each two products of adjacent weight
+# rows (2i, 2i + 1) into 16 bits, saturating. Weights where every such pair has |w[2i] + w[2i + 1]| <= 128 cannot
+# saturate it (255 * 128 = 32,640 <= 32,767), so those kernels are exact on them without the safeguard. 7-bit weights
+# (|w| <= 64, ONNX Runtime's reduce_range idea) meet it too, at twice the rounding error.
+PAIR_SUM_LIMIT = 128
 PAIR_SAFE_WEIGHT_LEVELS = 64
 
 
 def int8_fits_16_bits(recipe: dict[str, Any]) -> bool:
-    """Whether an int8 variant's recipe (its manifest record) keeps every weight within PAIR_SAFE_WEIGHT_LEVELS."""
-    return int(recipe.get("weight_levels", 127)) <= PAIR_SAFE_WEIGHT_LEVELS
+    """Whether an int8 variant's recipe (its manifest record) keeps every pair of weights within PAIR_SUM_LIMIT."""
+    pair_limit = recipe.get("weight_pair_limit")
+    return int(recipe.get("weight_levels", 127)) <= PAIR_SAFE_WEIGHT_LEVELS or (
+        pair_limit is not None and int(pair_limit) <= PAIR_SUM_LIMIT
+    )
 
 
 def exact_int8_needed(machine: str, flags: frozenset[str]) -> bool:
@@ -168,7 +175,7 @@ def exact_int8_needed(machine: str, flags: frozenset[str]) -> bool:
 def int8_kernel(machine: str, flags: frozenset[str], *, fits_16_bits: bool = False) -> str:
     """Which int8 GEMM ONNX Runtime runs on this CPU, in words: what int8's speed-up over fp32 depends on.
 
-    `fits_16_bits`: the graph's weights stay within PAIR_SAFE_WEIGHT_LEVELS, so no safeguard is needed.
+    `fits_16_bits`: the graph's weight pairs stay within PAIR_SUM_LIMIT, so no safeguard is needed.
     """
     for flag, name in (("amx_int8", "AMX-INT8"), ("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI")):
         if flag in flags:
@@ -177,7 +184,7 @@ def int8_kernel(machine: str, flags: frozenset[str], *, fits_16_bits: bool = Fal
         return f"{machine} (ONNX Runtime's int8 kernels for it)"
     isa = "AVX-512 without VNNI" if "avx512f" in flags else "AVX2 without VNNI" if "avx2" in flags else "no AVX2 seen"
     if fits_16_bits:
-        return f"{isa} (u8 x s8: the 7-bit weights cannot saturate its 16-bit pairs)"
+        return f"{isa} (u8 x s8: the weights' pairs cannot saturate its 16-bit sums)"
     return f"{isa} (exact u8 x u8 via session.x64quantprecision: u8 x s8 would saturate at 16 bits)"
 
 

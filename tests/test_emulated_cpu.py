@@ -150,17 +150,27 @@ def test_int8_with_vnni_hidden_from_cpuid_matches_the_native_cpu(
     assert np.abs(saturated - native).max() > 1e-4, "no saturation with the safeguard off: the mask did not take"
 
 
-def test_7bit_int8_runs_the_fast_kernel_exactly_on_an_avx2_cpu(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    """A 7-bit-weight int8 graph (static+rows-7bit) on the emulated AVX2 CPU: the runtime leaves the safeguard off,
-    so ONNX Runtime runs its saturating u8 x s8 kernel, and the vectors are still the native CPU's: |w| <= 64 cannot
-    saturate its 16-bit pairs."""
+def test_pair_safe_int8_runs_the_fast_kernel_exactly_on_an_avx2_cpu(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """A pair-safe int8 graph (static+rows-pairsafe: 8-bit weights, each |w[2i] + w[2i+1]| <= 128) on the emulated
+    AVX2 CPU: the runtime leaves the safeguard off, so ONNX Runtime runs its saturating u8 x s8 kernel, and the vectors
+    are still the native CPU's. Its weights reach past 7 bits, so this is not the 7-bit case in disguise."""
+    import onnx
+    from onnx import numpy_helper
+
     from onnxbert.export import export_model
 
     _emulation()
     model = tmp_path / "model"
-    export_model(tiny_checkpoint, model, int8_quality="any", int8_recipe="static+rows-7bit", progress=False)
+    export_model(tiny_checkpoint, model, int8_quality="any", int8_recipe="static+rows-pairsafe", progress=False)
+    weights = [
+        numpy_helper.to_array(init).astype(np.int32)
+        for init in onnx.load(str(model / "model.int8.onnx")).graph.initializer
+        if init.data_type == onnx.TensorProto.INT8 and len(init.dims) == 2
+    ]
+    assert max(int(np.abs(w).max()) for w in weights) > 64
+    assert max(int(np.abs(w[0::2] + w[1::2]).max()) for w in weights) <= 128
     native, _ = _embed(model, tmp_path / "native.npy", emulated=False, safeguard=True)
     avx2, seen = _embed(model, tmp_path / "avx2.npy", emulated=True, safeguard=True)
 
-    assert seen["exact"] is False and "7-bit weights cannot saturate" in str(seen["kernel"]), seen
+    assert seen["exact"] is False and "pairs cannot saturate" in str(seen["kernel"]), seen
     np.testing.assert_allclose(avx2, native, rtol=0, atol=1e-5)

@@ -39,6 +39,7 @@ def _recipe(record: dict[str, Any]) -> Recipe:
         groups,
         weight_levels=record["weight_levels"],
         fp32_channels=record["fp32_channels"],
+        weight_pair_limit=record.get("weight_pair_limit"),
     )
 
 
@@ -203,6 +204,8 @@ def test_recipes_refuse_what_the_graph_cannot_do() -> None:
         Recipe("bad", {"qkv": "static"})
     with pytest.raises(ValueError, match=r"weight_levels=128 must be within 1\.\.127"):
         Recipe("bad", LADDER[0].modes, weight_levels=128)
+    with pytest.raises(ValueError, match=r"weight_pair_limit=255 must be within 1\.\.254"):
+        Recipe("bad", LADDER[0].modes, weight_pair_limit=255)
 
 
 def test_seven_bit_weights_stay_where_no_pair_of_products_saturates() -> None:
@@ -217,6 +220,26 @@ def test_seven_bit_weights_stay_where_no_pair_of_products_saturates() -> None:
         pairs = 255 * (magnitude[0::2] + magnitude[1::2])  # u8 at its largest times each pair of adjacent weights
         assert pairs.max() <= np.iinfo(np.int16).max
         np.testing.assert_allclose(scale, np.abs(weight).max(axis=0) / 64, rtol=1e-6)
+
+
+def test_pair_safe_weights_keep_8_bits_and_no_pair_of_products_saturates() -> None:
+    """weight_pair_limit=128: |w[2i] + w[2i+1]| <= 128, so u8 x s8 (255 at most) sums a pair within 255 * 128 =
+    32,640 <= 32,767, while single weights still reach +-127: GPTQ's pushed errors included, on weights whose plain
+    rounding would break the bound."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((512, 64)).astype(np.float32)
+    weight = rng.standard_t(3, (64, 48)).astype(np.float32)  # heavy tails: some pairs of large weights
+    plain, _ = round_columns(weight, None)
+    assert np.abs(plain[0::2].astype(np.int32) + plain[1::2]).max() > 128  # the bound is not met by accident
+    for moment in (None, x.T @ x):
+        q, scale = round_columns(weight, moment, pair_limit=128)
+        wide = q.astype(np.int32)
+        assert np.abs(wide[0::2] + wide[1::2]).max() <= 128
+        assert np.abs(wide).max() > 64  # 8-bit weights, not 7-bit ones
+        # a1 * w1 + a2 * w2 with a in [0, 255]: same signs reach 255 * |w1 + w2|, opposite signs 255 * max(|w|)
+        worst = 255 * np.maximum(np.abs(wide[0::2] + wide[1::2]), np.maximum(np.abs(wide[0::2]), np.abs(wide[1::2])))
+        assert worst.max() <= np.iinfo(np.int16).max
+        assert np.all(scale >= np.abs(weight).max(axis=0) / 127 * (1 - 1e-6))
 
 
 def test_budget_presets_and_custom_values() -> None:
@@ -303,16 +326,18 @@ def test_int8_products_do_not_saturate_on_cpus_without_vnni(tmp_path: Path) -> N
     np.testing.assert_array_equal(out, np.full((4, n), k * 255 * 127, np.float32))  # saturated: half of it
 
 
-def test_auto_judges_7bit_weights_only_where_they_can_be_faster() -> None:
+def test_auto_judges_pair_safe_weights_only_where_they_can_be_faster() -> None:
     def names(flags: set[str]) -> list[str]:
         return [r.name for r in auto_ladder("x86_64", frozenset(flags))]
 
+    pair_safe = ["static+rows-pairsafe", "static+rows+outlier-pairsafe"]
     for without_vnni in ({"avx2"}, {"avx2", "avx512f"}):
         assert exact_int8_needed("x86_64", frozenset(without_vnni))
-        assert names(without_vnni)[-1] == "static+rows-7bit"
-    assert "static+rows-7bit" not in names({"avx2", "avx512f", "avx512_vnni", "amx_int8"})
-    seven = next(r for r in LADDER if r.name == "static+rows-7bit")
-    assert seven.describe()["weight_levels"] == 64 and int8_fits_16_bits(seven.describe())
+        assert names(without_vnni)[-2:] == pair_safe
+    assert not set(pair_safe) & set(names({"avx2", "avx512f", "avx512_vnni", "amx_int8"}))
+    for recipe in (r for r in LADDER if r.name in pair_safe):
+        assert recipe.describe()["weight_pair_limit"] == 128 and int8_fits_16_bits(recipe.describe())
+    assert int8_fits_16_bits({"weight_levels": 64})  # 7-bit graphs exported before pair-safe weights
     assert not int8_fits_16_bits(LADDER[2].describe()) and not int8_fits_16_bits({})  # older manifests: 8-bit
 
 
