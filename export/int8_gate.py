@@ -6,6 +6,8 @@ hold it on the gated held-out text (the model's language), or it is not taken. E
 and timed; of those within budget (each timed again against fp32 in paired rounds), the one measured fastest here
 is chosen. When none passes, a per-layer sensitivity pass ranks the layers (by the worst margin over selection and
 gated held-out text) and leaves the most sensitive in fp32, one more at a time, each first as a single projection.
+On a CPU without VNNI the pair-safe recipe, whose graph runs the fast kernel there, gets the same fallback unless a
+pair-safe recipe passed as it is, and the faster of the two results is taken.
 No recipe within budget is an error with every candidate's figures: never a silent fallback to fp32 or to a weaker
 recipe.
 """
@@ -162,6 +164,9 @@ def auto_ladder(machine: str, flags: frozenset[str]) -> list[Recipe]:
 
 # When no recipe above passes, parts of this one stay in fp32 (`_Search.fallback`).
 FALLBACK = "static+rows"
+# On a CPU without VNNI, where pair-safe weights run the fast kernel, so does this one unless a pair-safe recipe passed
+# as it is (MiniLM's misses held-out docs by ~0.002), and the faster graph of the two within budget is taken.
+PAIR_SAFE_FALLBACK = "static+rows+outlier-pairsafe"
 
 
 def parse_recipe(value: str) -> str:
@@ -250,6 +255,15 @@ class _Search:
         speed = {item[0].name: float(self.tried[item[0].name]["speed_vs_fp32"]) for item in found}
         best = max(speed.values(), default=0.0)
         return next((item for item in found if speed[item[0].name] >= best * (1 - SPEED_TIE)), None)
+
+    def faster(
+        self, first: tuple[Recipe, Path, dict[str, int]] | None, second: tuple[Recipe, Path, dict[str, int]] | None
+    ) -> tuple[Recipe, Path, dict[str, int]] | None:
+        """The faster of two results within budget as measured here; `first` unless `second` beats SPEED_TIE."""
+        if first is None or second is None:
+            return first or second
+        speed = {item[0].name: float(self.tried[item[0].name]["speed_vs_fp32"]) for item in (first, second)}
+        return first if speed[first[0].name] >= speed[second[0].name] * (1 - SPEED_TIE) else second
 
     def fallback(self, base: Recipe, layers: int) -> tuple[Recipe, Path, dict[str, int]] | None:
         """Leave the most sensitive layers of `base` in fp32, one more at a time, each first as a single projection.
@@ -345,6 +359,9 @@ def choose_int8(
     found = search.fastest(ladder if recipe == "auto" else [_RECIPES[recipe]])
     if found is None and recipe == "auto":
         found = search.fallback(_RECIPES[FALLBACK], num_layers)
+    pair_safe = _RECIPES[PAIR_SAFE_FALLBACK]
+    if recipe == "auto" and pair_safe in ladder and not (found and int8_fits_16_bits(found[0].describe())):
+        found = search.faster(found, search.fallback(pair_safe, num_layers))
     if found is None:
         raise VerificationError(
             f"no int8 recipe meets the quality budget {budget.describe()} on {parts['selection']['text']} and the "

@@ -128,11 +128,33 @@ def test_impossible_budget_fails_after_every_candidate(tiny_checkpoint: Path, tm
     assert [name for name in tried][: len(ladder)] == [r.name for r in ladder]
     # then the per-layer sensitivity probes, then each projection of the most sensitive layer alone in fp32
     assert {"static+rows, layers [0] fp32", "static+rows, layers [1] fp32"} <= set(tried)
-    assert (
-        sum(name.endswith(("attention_output fp32", "qkv fp32", "ffn_in fp32", "ffn_out fp32")) for name in tried) == 4
-    )
-    assert len(tried) == len(ladder) + 2 + 4  # two layers: leaving both in fp32 would be no int8 at all
+    plain = [name for name in tried if name.startswith("static+rows, ")]
+    projections = ("attention_output fp32", "qkv fp32", "ffn_in fp32", "ffn_out fp32")
+    assert sum(name.endswith(projections) for name in plain) == 4
+    assert len(plain) == 2 + 4  # two layers: leaving both in fp32 would be no int8 at all
+    # without VNNI the pair-safe recipe gets the same fallback (the next test); with it, nothing else is tried
+    assert len(tried) == len(ladder) + len(plain) * (2 if "static+rows+outlier-pairsafe" in tried else 1)
     assert all(not figures["passed"] for figures in tried.values())
+    assert not out.exists()
+
+
+def test_without_vnni_the_pair_safe_recipe_gets_its_own_fallback(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exported on a CPU without VNNI (its flags as export reads them), the search also leaves layers of the pair-safe
+    recipe in fp32 when no pair-safe recipe passes as it is: there it may beat the safeguarded graphs."""
+    import onnxbert.export.int8_gate as gate
+
+    monkeypatch.setattr(gate, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    out = tmp_path / "model"
+    with pytest.raises(VerificationError) as failure:
+        export_model(tiny_checkpoint, out, variants="fp32,int8", int8_quality="cos=1.01", progress=False)
+    tried = list(failure.value.figures)
+    assert {"static+rows-pairsafe", "static+rows+outlier-pairsafe"} <= set(tried)
+    safe = [name for name in tried if name.startswith("static+rows+outlier-pairsafe, ")]
+    assert {f"static+rows+outlier-pairsafe, layers [{layer}] fp32" for layer in (0, 1)} <= set(safe)
+    assert len(safe) == 2 + 4  # the probes, then each projection of the most sensitive layer alone
+    assert tried.index(safe[0]) > tried.index("static+rows, layers [0] fp32")  # after the plain fallback
     assert not out.exists()
 
 
