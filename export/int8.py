@@ -70,8 +70,9 @@ class Recipe:
             raise ValueError(f"recipe {self.name!r} must give each of {GROUPS} one of {MODES}, got {dict(self.modes)}")
         if not 1 <= self.weight_levels <= 127:
             raise ValueError(f"recipe {self.name!r}: weight_levels={self.weight_levels} must be within 1..127")
-        if self.weight_pair_limit is not None and not 1 <= self.weight_pair_limit <= 2 * self.weight_levels:
-            raise ValueError(f"recipe {self.name!r}: weight_pair_limit={self.weight_pair_limit} must be within 1..254")
+        pairs, widest = self.weight_pair_limit, 2 * self.weight_levels
+        if pairs is not None and not 1 <= pairs <= widest:
+            raise ValueError(f"recipe {self.name!r}: weight_pair_limit={pairs} must be within 1..{widest}")
         if not 0 <= self.fp32_channels <= 16:
             raise ValueError(f"recipe {self.name!r}: fp32_channels={self.fp32_channels} must be within 0..16")
         if self.modes["qkv"] == "rows":

@@ -43,6 +43,7 @@ from .progress import Progress
 from .targets import GROUPS, Target, find_targets
 
 __all__ = [
+    "AUTO_PAIR_SAFE",
     "BUDGETS",
     "LADDER",
     "Int8Budget",
@@ -169,10 +170,17 @@ FALLBACK = "static+rows"
 PAIR_SAFE_FALLBACK = "static+rows+outlier-pairsafe"
 
 
+# The fastest pair-safe graph within budget, whatever CPU exports it: one that runs the fast u8 x s8 kernel exactly on
+# CPUs without VNNI too, for exporting on a CPU with VNNI and serving on ones without.
+AUTO_PAIR_SAFE = "auto-pairsafe"
+
+
 def parse_recipe(value: str) -> str:
-    """'auto' or one of the ladder's recipe names."""
-    if value != "auto" and value not in _RECIPES:
-        raise ExportError(f"int8 recipe {value!r} not understood; choose auto or one of {', '.join(_RECIPES)}")
+    """'auto', 'auto-pairsafe' or one of the ladder's recipe names."""
+    if value not in ("auto", AUTO_PAIR_SAFE) and value not in _RECIPES:
+        raise ExportError(
+            f"int8 recipe {value!r} not understood; choose auto, {AUTO_PAIR_SAFE} or one of {', '.join(_RECIPES)}"
+        )
     return value
 
 
@@ -355,13 +363,17 @@ def choose_int8(
         judge.set_reference(fused)
     gated = {name: text.held_out[name] for name in text.gated}
     search = _Search(fused, targets, stats, judge, gated, budget, say, {})
-    ladder = auto_ladder(platform.machine(), cpu_flags())
-    found = search.fastest(ladder if recipe == "auto" else [_RECIPES[recipe]])
-    if found is None and recipe == "auto":
-        found = search.fallback(_RECIPES[FALLBACK], num_layers)
     pair_safe = _RECIPES[PAIR_SAFE_FALLBACK]
-    if recipe == "auto" and pair_safe in ladder and not (found and int8_fits_16_bits(found[0].describe())):
-        found = search.faster(found, search.fallback(pair_safe, num_layers))
+    if recipe == "auto":
+        ladder = auto_ladder(platform.machine(), cpu_flags())
+        found = search.fastest(ladder) or search.fallback(_RECIPES[FALLBACK], num_layers)
+        if pair_safe in ladder and not (found and int8_fits_16_bits(found[0].describe())):
+            found = search.faster(found, search.fallback(pair_safe, num_layers))
+    elif recipe == AUTO_PAIR_SAFE:
+        found = search.fastest([r for r in LADDER if int8_fits_16_bits(r.describe())])
+        found = found or search.fallback(pair_safe, num_layers)
+    else:
+        found = search.fastest([_RECIPES[recipe]])
     if found is None:
         raise VerificationError(
             f"no int8 recipe meets the quality budget {budget.describe()} on {parts['selection']['text']} and the "

@@ -57,9 +57,11 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     parser.add_argument(
         "--int8-recipe",
-        choices=("auto", *_INT8_RECIPES),
+        choices=("auto", "auto-pairsafe", *_INT8_RECIPES),
         default="auto",
-        help="auto: the fastest recipe within --int8-quality (default); a name: only that one, still gated",
+        help="auto: the fastest recipe within --int8-quality on this CPU (default); auto-pairsafe: the fastest of "
+        "the pair-safe recipes (with layers in fp32 if none passes), whose graph also runs the fast int8 kernel "
+        "exactly on CPUs without VNNI (AVX2), wherever it is exported; a name: only that one, still gated",
     )
     parser.add_argument(
         "--int8-text",

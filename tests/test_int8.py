@@ -158,6 +158,23 @@ def test_without_vnni_the_pair_safe_recipe_gets_its_own_fallback(
     assert not out.exists()
 
 
+def test_auto_pairsafe_chooses_among_pair_safe_graphs_on_any_cpu(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """--int8-recipe auto-pairsafe: on this CPU too (VNNI or not), only pair-safe recipes and their per-layer fallback
+    are judged, and the graph written runs without the safeguard where VNNI is missing."""
+    with pytest.raises(VerificationError) as failure:
+        export_model(
+            tiny_checkpoint, tmp_path / "none", int8_quality="cos=1.01", int8_recipe="auto-pairsafe", progress=False
+        )
+    tried = list(failure.value.figures)
+    assert tried[:2] == ["static+rows-pairsafe", "static+rows+outlier-pairsafe"]
+    assert all(name.startswith("static+rows+outlier-pairsafe, ") for name in tried[2:]) and len(tried) == 2 + 2 + 4
+
+    out = tmp_path / "model"
+    export_model(tiny_checkpoint, out, int8_quality="any", int8_recipe="auto-pairsafe", progress=False)
+    recipe = Manifest.load(out).variants["int8"].recipe
+    assert recipe["name"] in tried[:2] and recipe["weight_pair_limit"] == 128 and int8_fits_16_bits(recipe)
+
+
 def test_excluded_layers_really_stay_fp32(tiny_export_dir: Path, tmp_path: Path) -> None:
     fused = tiny_export_dir / "model.onnx"
     targets = find_targets(onnx.load(str(fused)), num_layers=2)
