@@ -264,15 +264,6 @@ class _Search:
         best = max(speed.values(), default=0.0)
         return next((item for item in found if speed[item[0].name] >= best * (1 - SPEED_TIE)), None)
 
-    def faster(
-        self, first: tuple[Recipe, Path, dict[str, int]] | None, second: tuple[Recipe, Path, dict[str, int]] | None
-    ) -> tuple[Recipe, Path, dict[str, int]] | None:
-        """The faster of two results within budget as measured here; `first` unless `second` beats SPEED_TIE."""
-        if first is None or second is None:
-            return first or second
-        speed = {item[0].name: float(self.tried[item[0].name]["speed_vs_fp32"]) for item in (first, second)}
-        return first if speed[first[0].name] >= speed[second[0].name] * (1 - SPEED_TIE) else second
-
     def fallback(self, base: Recipe, layers: int) -> tuple[Recipe, Path, dict[str, int]] | None:
         """Leave the most sensitive layers of `base` in fp32, one more at a time, each first as a single projection.
 
@@ -367,8 +358,11 @@ def choose_int8(
     if recipe == "auto":
         ladder = auto_ladder(platform.machine(), cpu_flags())
         found = search.fastest(ladder) or search.fallback(_RECIPES[FALLBACK], num_layers)
-        if pair_safe in ladder and not (found and int8_fits_16_bits(found[0].describe())):
-            found = search.faster(found, search.fallback(pair_safe, num_layers))
+        safe_as_is = [r for r in ladder if int8_fits_16_bits(r.describe()) and search.tried[r.name]["passed"]]
+        if pair_safe in ladder and not safe_as_is:
+            # the two results compete on speed as the ladder's do: on a tie the graph found first is kept
+            results = (found, search.fallback(pair_safe, num_layers))
+            found = search.fastest([result[0] for result in results if result is not None])
     elif recipe == AUTO_PAIR_SAFE:
         found = search.fastest([r for r in LADDER if int8_fits_16_bits(r.describe())])
         found = found or search.fallback(pair_safe, num_layers)

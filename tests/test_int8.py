@@ -281,6 +281,21 @@ def test_pair_safe_weights_keep_8_bits_and_no_pair_of_products_saturates() -> No
         assert np.all(scale >= np.abs(weight).max(axis=0) / 127 * (1 - 1e-6))
 
 
+def test_export_refuses_a_pair_safe_graph_whose_weights_break_the_bound() -> None:
+    """The runtime drops its safeguard on the recipe's word: quantize checks the written weights first."""
+    from onnxbert.export.int8 import _check_pairs
+
+    weights = np.zeros((4, 3), np.int8)
+    weights[2, 1], weights[3, 1] = 100, 28  # a pair summing to 128: within
+    initializer = onnx.numpy_helper.from_array(weights, "w_q")
+    model = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], [], [initializer]))
+    _check_pairs(model, 128)
+    weights[3, 1] = 29
+    model.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(weights, "w_q"))
+    with pytest.raises(ExportError, match="w_q: a weight pair sums to 129"):
+        _check_pairs(model, 128)
+
+
 def test_budget_presets_and_custom_values() -> None:
     assert Int8Budget.parse("strict") == Int8Budget(0.998, 0.97, 0.005)
     assert Int8Budget.parse("cos=0.99, top10=0.9") == Int8Budget(0.99, 0.9, 0.005)
