@@ -97,7 +97,10 @@ def _first_pairs(count: int | None) -> StsPairs:
 
 def _row(label: str, figures: dict[str, Any], held_out: dict[str, dict[str, Any]]) -> dict[str, Any]:
     keys = ("mean_cosine", "min_cosine", "spearman_drop", "seconds", "speed_vs_fp32")
-    held = {name: {"mean_cosine": f["mean_cosine"], "top10": f["top10_agreement"]} for name, f in held_out.items()}
+    held = {
+        name: {"mean_cosine": f["mean_cosine"], "top10": f["top10_agreement"], "unknown_tokens": f["unknown_tokens"]}
+        for name, f in held_out.items()
+    }
     return {
         "candidate": label,
         "top10": figures["top10_agreement"],
@@ -188,5 +191,13 @@ def _write(out: Path, model: str, count: int, threads: int, rows: list[dict[str,
         + " | ".join(f"{r['held_out'][name]['top10']:.3f}" for name in held)
         + " |"
         for r in rows
+    ]
+    unknown = rows[-1]["held_out"] if len(rows) > 1 else {}
+    lines += [
+        "",
+        "Share of each held-out text's tokens that are [UNK] in this vocabulary: "
+        + ", ".join(f"{name} {figures['unknown_tokens']:.0%}" for name, figures in unknown.items())
+        + ". A text mostly outside the vocabulary has vectors built from one token, close together: its top-10 "
+        "moves with the smallest error.",
     ]
     (out / "int8_sensitivity.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -8,7 +8,7 @@ from typing import Any
 
 from benchmarks.env import int8_isa
 from benchmarks.isa_classes import table_lines
-from onnxbert.runtime.manifest import held_out_verdict
+from onnxbert.runtime.manifest import held_out_verdict, unknown_tokens_note
 
 PLOTS = ("latency_by_shape.png", "throughput.png", "speed_vs_quality.png")
 _PNG = b"\x89PNG\r\n\x1a\n"
@@ -70,7 +70,7 @@ def _recipe_lines(model: dict[str, Any]) -> list[str]:
         verdict = held_out_verdict(recipe, held)
         lines.append(
             f"Held out, {text} ({held['texts']} sentences, {role}): mean cosine {held['mean_cosine']:.5f}, "
-            f"top-10 {held['top10_agreement']:.3f} ({verdict})."
+            f"top-10 {held['top10_agreement']:.3f} ({verdict}{unknown_tokens_note(held)})."
         )
     return [" ".join(lines), ""]
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from onnxbert.runtime.manifest import unknown_tokens_note
 from onnxbert.runtime.session import (
     PAIR_SUM_LIMIT,
     cpu_flags,
@@ -389,7 +390,9 @@ def choose_int8(
             say.say(
                 f"int8 {chosen.name} on {name} ({because}: reported, not gated): cos "
                 f"{figures['mean_cosine']:.5f}, top10 {figures['top10_agreement']:.3f}"
-                + (" [outside budget]" if figures["failures"] else " [within budget]")
+                + (" [outside budget" if figures["failures"] else " [within budget")
+                + unknown_tokens_note(figures)
+                + "]"
             )
     shutil.move(graph, target)
     return _recipe_record(chosen, search, counts, text, held_out)

@@ -35,7 +35,7 @@ from tokenizers import Tokenizer
 from .errors import ExportError
 from .judge import SelectionText
 from .sts import sts_pairs, unique_sentences
-from .texts import chinese_reviews, peoples_daily, python_docs, shakespeare, text_hash
+from .texts import chinese_reviews, peoples_daily, plone_french, python_docs, shakespeare, text_hash
 
 __all__ = [
     "MIN_USER_TEXTS",
@@ -59,6 +59,7 @@ _REPORTED_BECAUSE = {
     "chinese-reviews": "another language",
     "python-docs": "another language",
     "shakespeare": "literary English",
+    "plone-french": "another language",
 }
 
 
@@ -103,6 +104,7 @@ def default_int8_text(tokenizer: Tokenizer) -> Int8Text:
             "python-docs": python_docs(HELD_OUT_SENTENCES),
             "chinese-reviews": chinese_reviews(HELD_OUT_SENTENCES),
             "shakespeare": shakespeare(HELD_OUT_SENTENCES),
+            "plone-french": plone_french(HELD_OUT_SENTENCES),
         }
         names = ("STS-B train", "STS-B dev")
         language, gated = "en", ("python-docs",)
@@ -188,7 +190,7 @@ def check_int8_text(path: Path | None, field: str = "text") -> None:
         return
     sts_pairs("train")
     sts_pairs("dev")
-    for source in (python_docs, chinese_reviews, peoples_daily, shakespeare):
+    for source in (python_docs, chinese_reviews, peoples_daily, shakespeare, plone_french):
         source(1)
 
 

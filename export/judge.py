@@ -29,6 +29,7 @@ from .quality import cosines, sts_spearman, top_k_agreement
 from .stage import model_slot, open_variant, record_variant
 from .sts import StsPairs, sts_pairs, unique_sentences
 from .texts import text_hash
+from .tokenizer import unknown_share
 
 __all__ = ["Judge", "SelectionText", "timed_embed"]
 
@@ -87,6 +88,7 @@ class Judge:
     reference_seconds: float = field(init=False)
     fp32_graph: Path = field(init=False)
     _held_out_reference: dict[str, Float32Array] = field(init=False, default_factory=dict)
+    _held_out_unknown: dict[str, float] = field(init=False, default_factory=dict)
     _fp32_encoder: Encoder | None = field(init=False, default=None)
     _slots: itertools.count[int] = field(init=False, default_factory=itertools.count)
 
@@ -121,13 +123,14 @@ class Judge:
     def held_out(
         self, graph: Path, texts: dict[str, list[str]], recipe: dict[str, Any] | None = None
     ) -> dict[str, dict[str, Any]]:
-        """A candidate against fp32 on held-out texts: each text's hash, cosines and top-10 agreement."""
+        """A candidate against fp32 on held-out texts: each text's hash, cosines, top-10 agreement and [UNK] share."""
         int8 = self.encoder(graph, "int8", recipe)
         figures = {}
         for name, sentences in texts.items():
             if name not in self._held_out_reference:
                 fp32 = self.encoder(self.fp32_graph, "fp32")
                 self._held_out_reference[name] = fp32.embed(sentences, pooling=self.pooling, normalize=True)
+                self._held_out_unknown[name] = unknown_share(self.tokenizer, sentences)
             reference = self._held_out_reference[name]
             vectors = int8.embed(sentences, pooling=self.pooling, normalize=True)
             similarity = cosines(vectors, reference)
@@ -137,6 +140,7 @@ class Judge:
                 "mean_cosine": float(similarity.mean()),
                 "min_cosine": float(similarity.min()),
                 "top10_agreement": top_k_agreement(vectors, reference),
+                "unknown_tokens": self._held_out_unknown[name],
             }
         return figures
 

