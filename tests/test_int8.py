@@ -19,7 +19,7 @@ from onnxbert.cli import main as cli_main
 from onnxbert.export import ExportError, VerificationError, export_model
 from onnxbert.export.calibration import calibrate, round_columns
 from onnxbert.export.int8 import Recipe, expected_counts, quantize
-from onnxbert.export.int8_gate import BUDGETS, LADDER, Int8Budget, auto_ladder
+from onnxbert.export.int8_gate import BUDGETS, FALLBACK_BASES, LADDER, Int8Budget, _Search, auto_ladder
 from onnxbert.export.judge import SPEED_ROUNDS
 from onnxbert.export.optimize import operator_counts
 from onnxbert.export.sts import sts_pairs, unique_sentences
@@ -126,6 +126,25 @@ def test_pinned_recipe_that_misses_the_budget_is_rejected(tmp_path: Path) -> Non
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_the_fallback_starts_from_the_recipe_that_missed_by_least() -> None:
+    def figures(top10: float, **held: float) -> dict:
+        scored = {"mean_cosine": 0.9995, "spearman_drop": 0.0}
+        held_out = {name: scored | {"top10_agreement": value} for name, value in held.items()}
+        return scored | {"top10_agreement": top10, "held_out": held_out}
+
+    def closest(tried: dict) -> str:
+        search = _Search(Path(), [], None, None, {}, BUDGETS["strict"], None, tried)  # type: ignore[arg-type]
+        return search.closest(FALLBACK_BASES).name
+
+    # MiniLM judged on French help texts: the exact outlier channel misses by 0.001, plain static+rows by 0.008
+    assert closest({"static+rows": figures(0.962), "static+rows+outlier": figures(0.969)}) == "static+rows+outlier"
+    # a held-out text measured with a candidate counts as much as its selection text
+    tried = {"static+rows": figures(0.965), "static+rows+outlier": figures(0.975, docs=0.955)}
+    assert closest(tried) == "static+rows"
+    # a tie keeps the cheaper recipe, the first
+    assert closest({"static+rows": figures(0.96), "static+rows+outlier": figures(0.96)}) == "static+rows"
+
+
 def test_impossible_budget_fails_after_every_candidate(tiny_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "model"
     with pytest.raises(VerificationError) as failure:
@@ -133,9 +152,12 @@ def test_impossible_budget_fails_after_every_candidate(tiny_checkpoint: Path, tm
     tried = failure.value.figures
     ladder = auto_ladder(platform.machine(), cpu_flags())
     assert [name for name in tried][: len(ladder)] == [r.name for r in ladder]
-    # then the per-layer sensitivity probes, then each projection of the most sensitive layer alone in fp32
-    assert {"static+rows, layers [0] fp32", "static+rows, layers [1] fp32"} <= set(tried)
-    plain = [name for name in tried if name.startswith("static+rows, ")]
+    # then, from whichever of the fallback bases missed by least, the per-layer sensitivity probes, then each
+    # projection of the most sensitive layer alone in fp32
+    budget = Int8Budget.parse("cos=1.01")
+    base = max(FALLBACK_BASES, key=lambda name: budget.worst_margin(tried[name]))
+    assert {f"{base}, layers [0] fp32", f"{base}, layers [1] fp32"} <= set(tried)
+    plain = [name for name in tried if name.startswith(f"{base}, ")]
     projections = ("attention_output fp32", "qkv fp32", "ffn_in fp32", "ffn_out fp32")
     assert sum(name.endswith(projections) for name in plain) == 4
     assert len(plain) == 2 + 4  # two layers: leaving both in fp32 would be no int8 at all
@@ -161,7 +183,8 @@ def test_without_vnni_the_pair_safe_recipe_gets_its_own_fallback(
     safe = [name for name in tried if name.startswith("static+rows+outlier-pairsafe, ")]
     assert {f"static+rows+outlier-pairsafe, layers [{layer}] fp32" for layer in (0, 1)} <= set(safe)
     assert len(safe) == 2 + 4  # the probes, then each projection of the most sensitive layer alone
-    assert tried.index(safe[0]) > tried.index("static+rows, layers [0] fp32")  # after the plain fallback
+    plain = next(name for name in tried if name.endswith(", layers [0] fp32"))
+    assert plain.split(", ")[0] in FALLBACK_BASES and tried.index(safe[0]) > tried.index(plain)  # after the plain one
     assert not out.exists()
 
 
