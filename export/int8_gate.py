@@ -169,8 +169,8 @@ def auto_ladder(machine: str, flags: frozenset[str]) -> list[Recipe]:
 
 
 # When no recipe above passes, parts of one of these stay in fp32 (`_Search.fallback`): the one that missed the budget
-# by least, so that fewer layers go back to fp32 (MiniLM judged on French help texts: static+rows+outlier missed top-10
-# by 0.001 and kept one layer in fp32, static+rows two and a projection; 1.61x against 1.46x fp32, paired rounds).
+# by least, so that fewer layers go back to fp32 (MiniLM judged on French text: one layer instead of two and a
+# projection, 1.61x instead of 1.46x fp32).
 FALLBACK_BASES = ("static+rows", "static+rows+outlier")
 # On a CPU without VNNI, where pair-safe weights run the fast kernel, so does this one unless a pair-safe recipe passed
 # as it is (MiniLM's misses held-out docs by ~0.002), and the faster graph of the two within budget is taken.
