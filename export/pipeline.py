@@ -90,9 +90,9 @@ def export_model(
     or 'cos=...,top10=...,spearman=...'.
     `int8_text`: the user's text for int8 (text lines, JSONL with `int8_text_field`, or a Parquet column), split
     into calibration, selection and held-out parts; None: STS-B English, or Chinese text for a mostly-CJK vocabulary.
-    `int8_recipe`: 'auto' (the fastest recipe within the budget), 'auto-pairsafe' (the same among the pair-safe
-    recipes, whose graph runs exactly on the fast int8 kernel of CPUs without VNNI too), or one recipe name, still
-    held to the budget.
+    `int8_recipe`: 'auto' (the fastest pair-safe recipe within the budget: a graph every x86 CPU runs exactly on its
+    fast int8 kernel; 'auto-pairsafe' is the same), 'auto-vnni' (the same among the plain recipes, for servers with
+    VNNI or AMX), or one recipe name, still held to the budget.
     `lowercase`: for a Google release, whether its tokenizer lower-cases (None: read from the release's name or
     vocabulary, as Google's own tokenizer checks; recorded in the manifest).
     `progress`: True for step lines on stderr, False for none, or a stream to write them to.

@@ -57,11 +57,12 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     parser.add_argument(
         "--int8-recipe",
-        choices=("auto", "auto-pairsafe", *_INT8_RECIPES),
+        choices=("auto", "auto-vnni", "auto-pairsafe", *_INT8_RECIPES),
         default="auto",
-        help="auto: the fastest recipe within --int8-quality on this CPU (default); auto-pairsafe: the fastest of "
-        "the pair-safe recipes (with layers in fp32 if none passes), whose graph also runs the fast int8 kernel "
-        "exactly on CPUs without VNNI (AVX2), wherever it is exported; a name: only that one, still gated",
+        help="auto: the fastest pair-safe recipe within --int8-quality on this CPU (with layers in fp32 if none "
+        "passes), a graph every x86 CPU runs exactly on its fast int8 kernel, AVX2 included (default; auto-pairsafe "
+        "is the same); auto-vnni: the same among the plain recipes, for servers that all have VNNI or AMX (without "
+        "them it runs the exact, slower kernel); a name: only that one, still gated",
     )
     parser.add_argument(
         "--int8-text",

@@ -108,18 +108,16 @@ def test_int8_on_an_avx2_cpu_matches_the_native_cpu_exactly(tiny_model_dir: Path
 
 @pytest.mark.slow
 def test_real_int8_model_on_an_avx2_cpu(minilm_int8_dir: Path, tmp_path: Path) -> None:
-    """all-MiniLM-L6-v2's int8 variant (the default export): on the emulated AVX2 CPU each vector stays within int8
-    rounding of the native one. Not bit for bit: fp32 layers round a few ulps differently on AVX2 and AVX-512, and a
-    value that lands on an int8 boundary moves one level, which later layers carry (cosine 0.9998 at worst measured).
-    Saturation is an order of magnitude worse on every text (0.996-0.998)."""
+    """all-MiniLM-L6-v2's int8 variant (the default export, pair-safe): on the emulated AVX2 CPU the runtime leaves
+    the safeguard off, ONNX Runtime runs its saturating u8 x s8 kernel, and each vector stays within int8 rounding of
+    the native one. Not bit for bit where a layer stays fp32: it rounds a few ulps differently on AVX2 and AVX-512,
+    and a value on an int8 boundary moves one level, which later layers carry. That this emulated kernel does
+    saturate a graph that is not pair-safe is the tiny model's check above."""
     _emulation()
     native, _ = _embed(minilm_int8_dir, tmp_path / "native.npy", emulated=False, safeguard=True)
     avx2, seen = _embed(minilm_int8_dir, tmp_path / "avx2.npy", emulated=True, safeguard=True)
-    saturated, _ = _embed(minilm_int8_dir, tmp_path / "saturated.npy", emulated=True, safeguard=False)
-    assert seen["exact"] is True, seen
-    exact, broken = _cosines(avx2, native), _cosines(saturated, native)
-    assert exact.min() >= 0.9995, exact
-    assert broken.max() < 0.9995, f"the emulated CPU did not saturate: {broken}"
+    assert seen["exact"] is False and "pairs cannot saturate" in str(seen["kernel"]), seen
+    assert _cosines(avx2, native).min() >= 0.9995
 
 
 @pytest.mark.parametrize("kernel_class", ["avx512", "avx2"])

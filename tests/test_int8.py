@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import statistics
 from pathlib import Path
 from typing import Any
@@ -19,13 +18,21 @@ from onnxbert.cli import main as cli_main
 from onnxbert.export import ExportError, VerificationError, export_model
 from onnxbert.export.calibration import calibrate, round_columns
 from onnxbert.export.int8 import Recipe, expected_counts, quantize
-from onnxbert.export.int8_gate import BUDGETS, FALLBACK_BASES, LADDER, Int8Budget, _Search, auto_ladder
+from onnxbert.export.int8_gate import (
+    BUDGETS,
+    FALLBACK_BASES,
+    LADDER,
+    Int8Budget,
+    _Search,
+    auto_ladder,
+    parse_recipe,
+)
 from onnxbert.export.judge import SPEED_ROUNDS
 from onnxbert.export.optimize import operator_counts
 from onnxbert.export.sts import sts_pairs, unique_sentences
 from onnxbert.export.targets import find_targets
 from onnxbert.runtime import Encoder, Manifest
-from onnxbert.runtime.session import Provider, cpu_flags, create_session, exact_int8_needed, int8_fits_16_bits
+from onnxbert.runtime.session import Provider, create_session, int8_fits_16_bits
 from onnxbert.runtime.tokenize import TextTokenizer
 
 
@@ -46,8 +53,9 @@ def _recipe(record: dict[str, Any]) -> Recipe:
 @pytest.mark.slow
 def test_minilm_int8_meets_the_strict_budget_and_records_its_recipe(minilm_int8_dir: Path) -> None:
     recipe = Manifest.load(minilm_int8_dir).variants["int8"].recipe
-    ladder = [r.name for r in auto_ladder(platform.machine(), cpu_flags())]  # the recipes `auto` judged here
+    ladder = [r.name for r in auto_ladder("auto")]  # the recipes `auto` judged: the pair-safe ones
     assert recipe["name"].split(",")[0] in ladder
+    assert recipe["weight_pair_limit"] == 128 and int8_fits_16_bits(recipe)  # exact on every x86 CPU's fast kernel
     assert recipe["budget"] == BUDGETS["strict"].describe()
     gate = recipe["gate"]
     assert gate["passed"] and gate["failures"] == []
@@ -132,9 +140,9 @@ def test_the_fallback_starts_from_the_recipe_that_missed_by_least() -> None:
         held_out = {name: scored | {"top10_agreement": value} for name, value in held.items()}
         return scored | {"top10_agreement": top10, "held_out": held_out}
 
-    def closest(tried: dict) -> str:
+    def closest(tried: dict, automatic: str = "auto-vnni") -> str:
         search = _Search(Path(), [], None, None, {}, BUDGETS["strict"], None, tried)  # type: ignore[arg-type]
-        return search.closest(FALLBACK_BASES).name
+        return search.closest(FALLBACK_BASES[automatic]).name
 
     # MiniLM judged on French help texts: the exact outlier channel misses by 0.001, plain static+rows by 0.008
     assert closest({"static+rows": figures(0.962), "static+rows+outlier": figures(0.969)}) == "static+rows+outlier"
@@ -143,66 +151,43 @@ def test_the_fallback_starts_from_the_recipe_that_missed_by_least() -> None:
     assert closest(tried) == "static+rows"
     # a tie keeps the cheaper recipe, the first
     assert closest({"static+rows": figures(0.96), "static+rows+outlier": figures(0.96)}) == "static+rows"
+    # the default searches among pair-safe graphs, and falls back from one of them
+    tried = {"static+rows-pairsafe": figures(0.966), "static+rows+outlier-pairsafe": figures(0.973, docs=0.968)}
+    assert closest(tried, "auto") == "static+rows+outlier-pairsafe"
 
 
-def test_impossible_budget_fails_after_every_candidate(tiny_checkpoint: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("automatic", ["auto", "auto-vnni"])
+def test_impossible_budget_fails_after_every_candidate(tiny_checkpoint: Path, tmp_path: Path, automatic: str) -> None:
+    """Whatever CPU exports: `auto` judges the pair-safe recipes and falls back from one of them, `auto-vnni` the plain
+    ones; then the per-layer sensitivity probes, then each projection of the most sensitive layer alone in fp32."""
     out = tmp_path / "model"
     with pytest.raises(VerificationError) as failure:
-        export_model(tiny_checkpoint, out, variants="fp32,int8", int8_quality="cos=1.01", progress=False)
+        export_model(tiny_checkpoint, out, int8_quality="cos=1.01", int8_recipe=automatic, progress=False)
     tried = failure.value.figures
-    ladder = auto_ladder(platform.machine(), cpu_flags())
-    assert [name for name in tried][: len(ladder)] == [r.name for r in ladder]
-    # then, from whichever of the fallback bases missed by least, the per-layer sensitivity probes, then each
-    # projection of the most sensitive layer alone in fp32
+    ladder = [r.name for r in auto_ladder(automatic)]
+    assert list(tried)[: len(ladder)] == ladder
+    assert all(int8_fits_16_bits(r.describe()) == (automatic == "auto") for r in auto_ladder(automatic))
     budget = Int8Budget.parse("cos=1.01")
-    base = max(FALLBACK_BASES, key=lambda name: budget.worst_margin(tried[name]))
+    base = max(FALLBACK_BASES[automatic], key=lambda name: budget.worst_margin(tried[name]))
     assert {f"{base}, layers [0] fp32", f"{base}, layers [1] fp32"} <= set(tried)
-    plain = [name for name in tried if name.startswith(f"{base}, ")]
+    fallback = [name for name in tried if name.startswith(f"{base}, ")]
     projections = ("attention_output fp32", "qkv fp32", "ffn_in fp32", "ffn_out fp32")
-    assert sum(name.endswith(projections) for name in plain) == 4
-    assert len(plain) == 2 + 4  # two layers: leaving both in fp32 would be no int8 at all
-    # without VNNI the pair-safe recipe gets the same fallback (the next test); with it, nothing else is tried
-    assert len(tried) == len(ladder) + len(plain) * (2 if "static+rows+outlier-pairsafe" in tried else 1)
+    assert sum(name.endswith(projections) for name in fallback) == 4
+    assert len(fallback) == 2 + 4  # two layers: leaving both in fp32 would be no int8 at all
+    assert len(tried) == len(ladder) + len(fallback)
     assert all(not figures["passed"] for figures in tried.values())
     assert not out.exists()
 
 
-def test_without_vnni_the_pair_safe_recipe_gets_its_own_fallback(
-    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Exported on a CPU without VNNI (its flags as export reads them), the search also leaves layers of the pair-safe
-    recipe in fp32 when no pair-safe recipe passes as it is: there it may beat the safeguarded graphs."""
-    import onnxbert.export.int8_gate as gate
-
-    monkeypatch.setattr(gate, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+def test_the_default_int8_graph_is_pair_safe_and_auto_pairsafe_names_it(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """The default graph runs without the safeguard where VNNI is missing; 'auto-pairsafe', its earlier name, is read
+    as 'auto'."""
+    assert parse_recipe("auto-pairsafe") == "auto"
     out = tmp_path / "model"
-    with pytest.raises(VerificationError) as failure:
-        export_model(tiny_checkpoint, out, variants="fp32,int8", int8_quality="cos=1.01", progress=False)
-    tried = list(failure.value.figures)
-    assert {"static+rows-pairsafe", "static+rows+outlier-pairsafe"} <= set(tried)
-    safe = [name for name in tried if name.startswith("static+rows+outlier-pairsafe, ")]
-    assert {f"static+rows+outlier-pairsafe, layers [{layer}] fp32" for layer in (0, 1)} <= set(safe)
-    assert len(safe) == 2 + 4  # the probes, then each projection of the most sensitive layer alone
-    plain = next(name for name in tried if name.endswith(", layers [0] fp32"))
-    assert plain.split(", ")[0] in FALLBACK_BASES and tried.index(safe[0]) > tried.index(plain)  # after the plain one
-    assert not out.exists()
-
-
-def test_auto_pairsafe_chooses_among_pair_safe_graphs_on_any_cpu(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    """--int8-recipe auto-pairsafe: on this CPU too (VNNI or not), only pair-safe recipes and their per-layer fallback
-    are judged, and the graph written runs without the safeguard where VNNI is missing."""
-    with pytest.raises(VerificationError) as failure:
-        export_model(
-            tiny_checkpoint, tmp_path / "none", int8_quality="cos=1.01", int8_recipe="auto-pairsafe", progress=False
-        )
-    tried = list(failure.value.figures)
-    assert tried[:2] == ["static+rows-pairsafe", "static+rows+outlier-pairsafe"]
-    assert all(name.startswith("static+rows+outlier-pairsafe, ") for name in tried[2:]) and len(tried) == 2 + 2 + 4
-
-    out = tmp_path / "model"
-    export_model(tiny_checkpoint, out, int8_quality="any", int8_recipe="auto-pairsafe", progress=False)
+    export_model(tiny_checkpoint, out, int8_quality="any", progress=False)
     recipe = Manifest.load(out).variants["int8"].recipe
-    assert recipe["name"] in tried[:2] and recipe["weight_pair_limit"] == 128 and int8_fits_16_bits(recipe)
+    assert recipe["name"] in [r.name for r in auto_ladder("auto")]
+    assert recipe["weight_pair_limit"] == 128 and int8_fits_16_bits(recipe)
 
 
 def test_excluded_layers_really_stay_fp32(tiny_export_dir: Path, tmp_path: Path) -> None:
@@ -410,15 +395,10 @@ def test_int8_products_do_not_saturate_on_cpus_without_vnni(tmp_path: Path) -> N
     np.testing.assert_array_equal(out, np.full((4, n), k * 255 * 127, np.float32))  # saturated: half of it
 
 
-def test_auto_judges_pair_safe_weights_only_where_they_can_be_faster() -> None:
-    def names(flags: set[str]) -> list[str]:
-        return [r.name for r in auto_ladder("x86_64", frozenset(flags))]
-
+def test_auto_judges_the_pair_safe_recipes_on_every_cpu() -> None:
     pair_safe = ["static+rows-pairsafe", "static+rows+outlier-pairsafe"]
-    for without_vnni in ({"avx2"}, {"avx2", "avx512f"}):
-        assert exact_int8_needed("x86_64", frozenset(without_vnni))
-        assert names(without_vnni)[-2:] == pair_safe
-    assert not set(pair_safe) & set(names({"avx2", "avx512f", "avx512_vnni", "amx_int8"}))
+    assert [r.name for r in auto_ladder("auto")] == pair_safe
+    assert [r.name for r in auto_ladder("auto-vnni")] == ["dynamic", "static", "static+rows", "static+rows+outlier"]
     for recipe in (r for r in LADDER if r.name in pair_safe):
         assert recipe.describe()["weight_pair_limit"] == 128 and int8_fits_16_bits(recipe.describe())
     assert int8_fits_16_bits({"weight_levels": 64})  # 7-bit graphs exported before pair-safe weights
