@@ -161,7 +161,7 @@ _RECIPES = {recipe.name: recipe for recipe in LADDER}
 # The default, `auto`, judges only pair-safe recipes: their graph runs the fast int8 kernel exactly on every x86 CPU, in
 # any ONNX Runtime session, so one file serves AVX2, AVX-512 VNNI and AMX alike and a tool that loads it without the
 # runtime's safeguard cannot saturate on a CPU without VNNI. On VNNI and AMX they run the same kernels as plain weights,
-# at a little quality (MiniLM strict keeps one more projection in fp32: 1.78x fp32 against 1.88x, AMD EPYC Zen 4).
+# at a little quality (MiniLM strict keeps one more projection in fp32: ~0.95x the plain graph's speed, EPYC Zen 4).
 # `auto-vnni` judges the plain recipes, for servers that all have VNNI or AMX: elsewhere such a graph needs the
 # runtime's exact, slower kernel.
 AUTO = "auto"
