@@ -136,8 +136,14 @@ def _int8_speed(recipe: dict[str, Any]) -> str:
     measured = recipe.get("measured_on", {})
     where = f"{measured.get('cpu', 'an unrecorded CPU')}, {measured.get('int8_kernel', 'int8 kernel unrecorded')}"
     slower = " (slower than fp32 there)" if speed < 1.0 else ""
-    here = int8_kernel(platform.machine(), cpu_flags(), fits_16_bits=int8_fits_16_bits(recipe))
-    return f"recipe {recipe['name']}: {speed:.2f}x fp32 at export{slower} on {where}; int8 on this CPU: {here}"
+    fits = int8_fits_16_bits(recipe)
+    here = int8_kernel(platform.machine(), cpu_flags(), fits_16_bits=fits)
+    # the graph serves every x86 CPU; which kernel those without VNNI run is a property of its weights
+    without_vnni = "u8 x s8, its weights' pairs cannot saturate" if fits else "exact u8 x u8, slower"
+    return (
+        f"recipe {recipe['name']}: {speed:.2f}x fp32 at export{slower} on {where}; int8 on this CPU: {here}; "
+        f"on x86 CPUs without VNNI: {without_vnni}"
+    )
 
 
 def run_info(args: argparse.Namespace) -> int:

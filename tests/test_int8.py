@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +190,8 @@ def test_the_default_int8_graph_is_pair_safe_and_auto_pairsafe_names_it(tiny_che
     recipe = Manifest.load(out).variants["int8"].recipe
     assert recipe["name"] in [r.name for r in auto_ladder("auto")]
     assert recipe["weight_pair_limit"] == 128 and int8_fits_16_bits(recipe)
+    info = subprocess.run([sys.executable, "-m", "onnxbert", "info", str(out)], capture_output=True, text=True)
+    assert "on x86 CPUs without VNNI: u8 x s8, its weights' pairs cannot saturate" in info.stdout, info.stdout
 
 
 def test_excluded_layers_really_stay_fp32(tiny_export_dir: Path, tmp_path: Path) -> None:
