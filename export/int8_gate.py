@@ -364,7 +364,8 @@ def choose_int8(
 ) -> dict[str, Any]:
     """Write the fastest recipe within `budget` (as measured here) to `target` and return its manifest record.
 
-    `judge` judges on `text.selection`; `text` also gives the calibration and held-out parts.
+    `judge` judges on `text.selection`; `text` also gives the calibration and held-out parts. `recipe`: as
+    `parse_recipe` returns it (export_model parses it on entry).
     """
     say = judge.say
     targets = find_targets(onnx.load(str(fused), load_external_data=False), num_layers)
@@ -378,7 +379,6 @@ def choose_int8(
         judge.set_reference(fused)
     gated = {name: text.held_out[name] for name in text.gated}
     search = _Search(fused, targets, stats, judge, gated, budget, say, {})
-    recipe = parse_recipe(recipe)
     if recipe in AUTO_RECIPES:
         found = search.fastest(auto_ladder(recipe))
         found = found or search.fallback(search.closest(FALLBACK_BASES[recipe]), num_layers)

@@ -15,7 +15,7 @@ import numpy as np
 from .encoder import Encoder
 from .manifest import Manifest, held_out_verdict, unknown_tokens_note
 from .pooling import normalize
-from .session import cpu_flags, int8_fits_16_bits, int8_kernel
+from .session import cpu_flags, int8_fits_16_bits, int8_kernel, int8_kernel_without_vnni
 
 __all__ = ["read_texts", "run_embed", "run_info"]
 
@@ -139,10 +139,9 @@ def _int8_speed(recipe: dict[str, Any]) -> str:
     fits = int8_fits_16_bits(recipe)
     here = int8_kernel(platform.machine(), cpu_flags(), fits_16_bits=fits)
     # the graph serves every x86 CPU; which kernel those without VNNI run is a property of its weights
-    without_vnni = "u8 x s8, its weights' pairs cannot saturate" if fits else "exact u8 x u8, slower"
     return (
         f"recipe {recipe['name']}: {speed:.2f}x fp32 at export{slower} on {where}; int8 on this CPU: {here}; "
-        f"on x86 CPUs without VNNI: {without_vnni}"
+        f"on x86 CPUs without VNNI: {int8_kernel_without_vnni(fits)}"
     )
 
 

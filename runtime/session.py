@@ -25,6 +25,7 @@ __all__ = [
     "exact_int8_needed",
     "int8_fits_16_bits",
     "int8_kernel",
+    "int8_kernel_without_vnni",
     "merge_cpu_flags",
 ]
 
@@ -183,9 +184,14 @@ def int8_kernel(machine: str, flags: frozenset[str], *, fits_16_bits: bool = Fal
     if machine.lower() not in _X86:
         return f"{machine} (ONNX Runtime's int8 kernels for it)"
     isa = "AVX-512 without VNNI" if "avx512f" in flags else "AVX2 without VNNI" if "avx2" in flags else "no AVX2 seen"
+    return f"{isa} ({int8_kernel_without_vnni(fits_16_bits)})"
+
+
+def int8_kernel_without_vnni(fits_16_bits: bool) -> str:
+    """How an x86 CPU without VNNI runs an int8 graph, in words: fast where its weight pairs cannot saturate."""
     if fits_16_bits:
-        return f"{isa} (u8 x s8: the weights' pairs cannot saturate its 16-bit sums)"
-    return f"{isa} (exact u8 x u8 via session.x64quantprecision: u8 x s8 would saturate at 16 bits)"
+        return "u8 x s8: the weights' pairs cannot saturate its 16-bit sums"
+    return "exact u8 x u8 via session.x64quantprecision: u8 x s8 would saturate at 16 bits"
 
 
 def create_session(

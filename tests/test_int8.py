@@ -73,7 +73,7 @@ def test_minilm_int8_meets_the_strict_budget_and_records_its_recipe(minilm_int8_
     else:
         assert not passing  # the per-layer fallback runs only when no ladder recipe passes
     assert all(figures["failures"] for figures in recipe["candidates"].values() if not figures["passed"])
-    # held out: the budget holds on Python's documentation (gated); Chinese reviews and Shakespeare are reported
+    # held out: the budget holds on Python's documentation (gated); the other texts are reported
     held = recipe["held_out"]
     assert set(held) == {"python-docs", "chinese-reviews", "shakespeare", "plone-french"}
     assert held["python-docs"]["gated"] and held["python-docs"]["failures"] == []
@@ -168,7 +168,6 @@ def test_impossible_budget_fails_after_every_candidate(tiny_checkpoint: Path, tm
     tried = failure.value.figures
     ladder = [r.name for r in auto_ladder(automatic)]
     assert list(tried)[: len(ladder)] == ladder
-    assert all(int8_fits_16_bits(r.describe()) == (automatic == "auto") for r in auto_ladder(automatic))
     budget = Int8Budget.parse("cos=1.01")
     base = max(FALLBACK_BASES[automatic], key=lambda name: budget.worst_margin(tried[name]))
     assert {f"{base}, layers [0] fp32", f"{base}, layers [1] fp32"} <= set(tried)
@@ -191,7 +190,7 @@ def test_the_default_int8_graph_is_pair_safe_and_auto_pairsafe_names_it(tiny_che
     assert recipe["name"] in [r.name for r in auto_ladder("auto")]
     assert recipe["weight_pair_limit"] == 128 and int8_fits_16_bits(recipe)
     info = subprocess.run([sys.executable, "-m", "onnxbert", "info", str(out)], capture_output=True, text=True)
-    assert "on x86 CPUs without VNNI: u8 x s8, its weights' pairs cannot saturate" in info.stdout, info.stdout
+    assert "on x86 CPUs without VNNI: u8 x s8: the weights' pairs cannot saturate" in info.stdout, info.stdout
 
 
 def test_excluded_layers_really_stay_fp32(tiny_export_dir: Path, tmp_path: Path) -> None:
@@ -399,7 +398,7 @@ def test_int8_products_do_not_saturate_on_cpus_without_vnni(tmp_path: Path) -> N
     np.testing.assert_array_equal(out, np.full((4, n), k * 255 * 127, np.float32))  # saturated: half of it
 
 
-def test_auto_judges_the_pair_safe_recipes_on_every_cpu() -> None:
+def test_auto_judges_the_pair_safe_recipes_and_auto_vnni_the_plain_ones() -> None:
     pair_safe = ["static+rows-pairsafe", "static+rows+outlier-pairsafe"]
     assert [r.name for r in auto_ladder("auto")] == pair_safe
     assert [r.name for r in auto_ladder("auto-vnni")] == ["dynamic", "static", "static+rows", "static+rows+outlier"]
