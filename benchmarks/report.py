@@ -136,6 +136,16 @@ def _model_section(name: str, model: dict[str, Any], peaks: dict[str, Any]) -> l
     return [*out, ""]
 
 
+def _safeguarded(peaks: dict[str, Any]) -> str:
+    """Where the CPU lacks VNNI: the GEMM rate of the exact u8 x u8 safeguard that a plain 8-bit graph needs."""
+    rate = peaks.get("int8_safeguarded_gops")
+    return (
+        f" (pair-safe weights; {_fmt(rate)} GOP/s for plain 8-bit weights, which need the exact u8 x u8 safeguard here)"
+        if rate
+        else ""
+    )
+
+
 def markdown(results: dict[str, Any]) -> str:
     env = results["environment"]
     lines = [
@@ -150,7 +160,7 @@ def markdown(results: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
         "",
         f"GEMM ceiling ({results['gemm_peak']['shape']}): {_fmt(results['gemm_peak']['fp32_gflops'])} GFLOP/s "
-        f"fp32, {_fmt(results['gemm_peak']['int8_gops'])} GOP/s int8.",
+        f"fp32, {_fmt(results['gemm_peak']['int8_gops'])} GOP/s int8{_safeguarded(results['gemm_peak'])}.",
         "",
         "## Headline",
         "",

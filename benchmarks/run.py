@@ -85,7 +85,12 @@ def _measure_model(name: str, settings: Settings, peaks: dict[str, float]) -> di
         log(f"{name}: int8 per kernel class (CPUID masked)")
         limit = 512 if settings.quick else 10**6
         result["isa_classes"] = isa_classes.measure_classes(
-            model.directory, settings.cache, settings.threads, rounds=1 if settings.quick else 3, limit=limit
+            model.directory,
+            settings.cache,
+            settings.threads,
+            rounds=1 if settings.quick else 3,
+            limit=limit,
+            stand_in=not settings.quick,
         )
     log(f"{name}: cold start")
     result["cold_start"] = coldstart.cold_starts(

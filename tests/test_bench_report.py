@@ -142,6 +142,12 @@ def test_report_gives_int8_speed_per_kernel_class(tmp_path: Path) -> None:
     assert "| amx | nothing | off | 300 | 400 | 1.33x | **1.77x** | 1.000000 |" in text  # no rounds recorded
     assert "- avx512: not measured (this CPU has no avx512f)" in text
 
+    # No CPUID faulting: the avx2 class hidden by the XGETBV stand-in says so in its row and below the table
+    classes["avx2"] |= {"hidden": ["avx512"], "hidden_by": "XGETBV"}
+    report.write(results, tmp_path)
+    text = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "| avx2 | avx512 (XGETBV) | on |" in text and "whose XGETBV reports no AVX-512 or AMX" in text
+
 
 def test_row_width_times_each_width_and_restores_the_runtime_default(tiny_model_dir: Path, tmp_path: Path) -> None:
     from benchmarks.row_width import run_row_width

@@ -12,10 +12,13 @@ Needs `qemu-x86_64` (Debian: `apt-get install qemu-user`); skipped without it, u
 
 QEMU has no AVX-512, so the AVX-512-without-VNNI class (Skylake-SP) is run another way: natively, with the features
 above it hidden from CPUID (benchmarks/cpuid_mask.c; needs Linux CPUID faulting and a C compiler, skipped without).
+Where CPUID faulting is absent the benchmarks time the avx2 class with libraries whose XGETBV reads no AVX-512 state;
+the last test checks that patch on a library built here.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import platform
@@ -172,3 +175,32 @@ def test_pair_safe_int8_runs_the_fast_kernel_exactly_on_an_avx2_cpu(tiny_checkpo
 
     assert seen["exact"] is False and "pairs cannot saturate" in str(seen["kernel"]), seen
     np.testing.assert_allclose(avx2, native, rtol=0, atol=1e-5)
+
+
+_XCR0_SOURCE = r"""
+unsigned int xcr0_low(void) {
+    unsigned int low, high;
+    __asm__ volatile("xgetbv" : "=a"(low), "=d"(high) : "c"(0));
+    return low;
+}
+"""
+
+
+def test_xgetbv_patch_reads_no_avx512_state(tmp_path: Path) -> None:
+    """benchmarks' avx2 stand-in for CPUs without CPUID faulting: after `patch_xgetbv` a library's XGETBV reads
+    XCR0 = 7 (x87, SSE and AVX state: no AVX-512 or AMX), and its other bytes are untouched."""
+    isa_classes = pytest.importorskip("benchmarks.isa_classes")
+    compiler, objdump = shutil.which(os.environ.get("CC", "cc")), shutil.which("objdump")
+    if platform.machine() != "x86_64" or compiler is None or objdump is None:
+        pytest.skip("needs an x86-64 host, a C compiler and objdump")
+    (tmp_path / "xcr0.c").write_text(_XCR0_SOURCE)
+    native, patched = tmp_path / "libnative.so", tmp_path / "libpatched.so"
+    subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(native), str(tmp_path / "xcr0.c")], check=True)
+    shutil.copy(native, patched)
+
+    assert isa_classes.patch_xgetbv(patched, objdump) == 1
+    before, after = native.read_bytes(), patched.read_bytes()
+    assert len(before) == len(after) and sum(a != b for a, b in zip(before, after, strict=True)) == 3
+    assert ctypes.CDLL(str(native)).xcr0_low() & 7 == 7  # this CPU saves AVX state (more where it has AVX-512)
+    assert ctypes.CDLL(str(patched)).xcr0_low() == 7
+    assert isa_classes.patch_xgetbv(patched, objdump) == 0  # nothing left to patch
