@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +167,21 @@ def test_row_width_times_each_width_and_restores_the_runtime_default(tiny_model_
     table = (tmp_path / "row_width.md").read_text(encoding="utf-8")
     assert "| made-up | 120 | int8 |" in table and "16 tokens | 48 tokens" in table
     assert (tmp_path / "row_width.json").is_file()
+
+
+def test_bench_cache_is_re_exported_when_the_default_int8_graph_changed(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A cached export whose int8 graph is not what `prepare` would export now (the plain graph `auto` chose before
+    it became pair-safe) is not reused, or the suite would time an old graph as the default."""
+    from benchmarks.models import _current
+
+    directory = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, directory)
+    manifest = json.loads((directory / "onnxbert.json").read_text())
+    del manifest["variants"]["fp16"]  # the suite exports fp32 and int8, each with its packed twin
+    (directory / "onnxbert.json").write_text(json.dumps(manifest))
+    assert manifest["variants"]["int8"]["recipe"]["name"] == "static+rows"
+    assert _current(directory, "static+rows") and not _current(directory, "auto")
+
+    manifest["variants"]["int8"]["recipe"] |= {"name": "static+rows-pairsafe", "weight_pair_limit": 128}
+    (directory / "onnxbert.json").write_text(json.dumps(manifest))
+    assert _current(directory, "auto") and not _current(directory, "static+rows")
