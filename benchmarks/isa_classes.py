@@ -41,6 +41,7 @@ CLASSES: dict[str, tuple[tuple[str, ...], str]] = {
     "avx512": (("amx", "avx512_vnni", "avx_vnni"), "avx512f"),
     "avx2": (("amx", "avx512", "avx_vnni"), "avx2"),
 }
+_SATURATING = frozenset({"avx512", "avx2"})  # classes whose u8 x s8 multiply saturates pairs of products at 16 bits
 _FLAG_OF = {"amx": "amx_int8", "avx512": "avx512f", "avx512_vnni": "avx512_vnni", "avx_vnni": "avx_vnni"}
 _SOURCE = Path(__file__).with_name("cpuid_mask.c")
 # XGETBV reads which register state the OS saves; with only x87, SSE and AVX state (XCR0 = 7) a library takes no
@@ -146,7 +147,7 @@ def avx2_stand_in(cache: Path) -> Path | str:
 
 def _child(name: str, directory: Path, threads: int, rounds: int, limit: int, out: Path) -> None:
     """Run in the masked process: what the runtime sees, GEMM ceilings, int8 / fp32 on real text, probe vectors."""
-    from benchmarks.peak import gemm_peaks
+    from benchmarks.peak import gemm_peaks, int8_pairs_saturate
     from onnxbert.export.quality import cosines, top_k_agreement
     from onnxbert.export.sts import sts_pairs, unique_sentences
     from onnxbert.export.texts import python_docs
@@ -158,6 +159,11 @@ def _child(name: str, directory: Path, threads: int, rounds: int, limit: int, ou
     seen = sorted(flags & {_FLAG_OF[feature] for feature in CLASSES[name][0] if feature in ("avx512", "avx512_vnni")})
     if seen:  # numpy reads CPUID and XGETBV as ONNX Runtime does: a mask that did not take must not be measured
         raise SystemExit(f"isa-classes {name}: this process still sees {', '.join(seen)}")
+    # The flags are what the libraries read; the GEMM's own arithmetic says which int8 kernel ONNX Runtime took.
+    saturates = int8_pairs_saturate()
+    if saturates != (name in _SATURATING):
+        kernel = "saturates pairs of u8 x s8 products" if saturates else "multiplies u8 x s8 exactly"
+        raise SystemExit(f"isa-classes {name}: ONNX Runtime's int8 GEMM here {kernel}: not the {name} class's kernel")
     encoders = {variant: Encoder(directory, variant=variant, threads=threads) for variant in ("fp32", "int8")}
     seconds: dict[str, list[float]] = {variant: [] for variant in encoders}
     for encoder in encoders.values():
@@ -186,6 +192,7 @@ def _child(name: str, directory: Path, threads: int, rounds: int, limit: int, ou
         "flags": sorted(flags),
         "int8_kernel": int8_kernel(platform.machine(), flags, fits_16_bits=int8_fits_16_bits(recipe)),
         "exact_int8_safeguard": _safeguard_set(encoders["int8"]),  # the int8 session's own, read back
+        "int8_pairs_saturate": saturates,
         "gemm": gemm_peaks(threads, seconds=1.5),
         "texts": len(texts),
         "seconds": seconds,
@@ -318,6 +325,10 @@ def _int8_gemm(gemm: dict[str, Any]) -> str:
     return f"{gemm['int8_gops']:.0f}" + (f" (safeguarded {safeguarded:.0f})" if safeguarded else "")
 
 
+def _yes_no(value: bool | None) -> str:
+    return "-" if value is None else "yes" if value else "no"
+
+
 def _hidden(name: str, record: dict[str, Any]) -> str:
     """'amx, avx512': what the class's child did not see, and ' (XGETBV)' where the stand-in hid it."""
     hidden = ", ".join(record.get("hidden", CLASSES[name][0])) or "nothing"
@@ -336,15 +347,16 @@ def table_lines(summary: dict[str, Any]) -> list[str]:
         f"{_PROBE_TEXTS} of them against the unmasked CPU's int8. Top-10: int8 against this class's own fp32 (as "
         f"export's gate judges) on those sentences and on {_HELD_OUT_TEXTS} of Python's documentation (held out).",
         "",
-        "| class | hidden | int8 session's exact u8 x u8 safeguard | GEMM fp32 GFLOP/s | GEMM int8 GOP/s | "
-        "ceiling int8 / fp32 | int8 / fp32 on real text | int8 vectors vs unmasked: min cosine | "
-        "top-10 STS-B dev | top-10 Python docs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| class | hidden | u8 x s8 pairs saturate (probe) | int8 session's exact u8 x u8 safeguard | "
+        "GEMM fp32 GFLOP/s | GEMM int8 GOP/s | ceiling int8 / fp32 | int8 / fp32 on real text | "
+        "int8 vectors vs unmasked: min cosine | top-10 STS-B dev | top-10 Python docs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in summary["classes"].items():
         gemm = r["gemm"]
         lines.append(
-            f"| {name} | {_hidden(name, r)} | {'on' if r['exact_int8_safeguard'] else 'off'} "
+            f"| {name} | {_hidden(name, r)} | {_yes_no(r.get('int8_pairs_saturate'))} "
+            f"| {'on' if r['exact_int8_safeguard'] else 'off'} "
             f"| {gemm['fp32_gflops']:.0f} | {_int8_gemm(gemm)} | {gemm['int8_gops'] / gemm['fp32_gflops']:.2f}x "
             f"| **{r['int8_vs_fp32']:.2f}x**{_spread(r)} | {r['vs_unmasked']['min_cosine']:.6f} | {_top10(r, 'sts-dev')} "
             f"| {_top10(r, 'python-docs')} |"
@@ -353,7 +365,9 @@ def table_lines(summary: dict[str, Any]) -> list[str]:
         "",
         "The GEMM ceilings: one MatMul through the runtime's session on the u8 x s8 kernel the default (pair-safe) "
         "int8 graph runs; in brackets, where the class lacks VNNI, with the exact u8 x u8 safeguard a plain 8-bit "
-        "graph needs there (runs before 2026-12-04 measured only that one). /proc/cpuinfo is not "
+        "graph needs there (runs before 2026-12-04 measured only that one). The probe: a MatMulInteger of 255 x 127 "
+        "pairs without the safeguard, run in each child, which refuses to measure unless it saturates in the classes "
+        "without VNNI and is exact in the others (- : a run before the probe). /proc/cpuinfo is not "
         "masked: a process that hides only AMX still reads amx_int8 there, so its int8_kernel text (in the JSON) says "
         "AMX; ONNX Runtime dispatches by CPUID, as the int8 GEMM ceiling of that row shows.",
     ]

@@ -39,19 +39,32 @@ def _fp32_graph() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def _int8_graph() -> onnx.ModelProto:
+def _int8_graph(weights: np.ndarray | None = None, rows: int = M) -> onnx.ModelProto:
     # The op int8 BERT graphs run: uint8 activations x int8 weights -> int32. Full 8-bit weights: under the safeguard
     # ONNX Runtime leaves weights within +-64 on the fast kernel, so narrower ones would not time the exact one.
-    weight = numpy_helper.from_array(np.random.default_rng(0).integers(-127, 128, (K, N), dtype=np.int8), "W")
+    if weights is None:
+        weights = np.random.default_rng(0).integers(-127, 128, (K, N), dtype=np.int8)
     node = helper.make_node("MatMulInteger", ["A", "W"], ["Y"])
     graph = helper.make_graph(
         [node],
         "gemm8",
-        [helper.make_tensor_value_info("A", TensorProto.UINT8, [M, K])],
-        [helper.make_tensor_value_info("Y", TensorProto.INT32, [M, N])],
-        [weight],
+        [helper.make_tensor_value_info("A", TensorProto.UINT8, [rows, weights.shape[0]])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, [rows, weights.shape[1]])],
+        [numpy_helper.from_array(weights, "W")],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def int8_pairs_saturate() -> bool:
+    """Whether this process's int8 GEMM, without the safeguard, saturates each pair of u8 x s8 products at 16 bits.
+
+    ONNX Runtime's AVX2 and AVX-512-without-VNNI kernels do, its VNNI and AMX kernels do not: which kernel class the
+    process really runs, whatever CPU flags it reads.
+    """
+    depth = 64
+    session = _session(_int8_graph(np.full((depth, 8), 127, np.int8), rows=4), threads=1)
+    (product,) = session.run(None, {"A": np.full((4, depth), 255, np.uint8)})
+    return bool((product != depth * 255 * 127).any())  # saturated: 32767 per pair, about half of it
 
 
 def _best_rate(session: ort.InferenceSession, feed: np.ndarray, seconds: float) -> float:

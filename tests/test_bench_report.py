@@ -132,23 +132,26 @@ def test_report_gives_int8_speed_per_kernel_class(tmp_path: Path) -> None:
             "vs_unmasked": {"max_abs_diff": 0.0, "min_cosine": 1.0}
         }
 
-    classes = {"amx": measured(1.77, False), "avx2": measured(1.16, True) | {"int8_vs_fp32_rounds": [1.3, 1.1, 1.16]}}
+    avx2 = measured(1.16, True) | {"int8_vs_fp32_rounds": [1.3, 1.1, 1.16], "int8_pairs_saturate": True}
+    classes = {"amx": measured(1.77, False), "avx2": avx2}  # amx: a record from before the kernel probe
     skipped = {"avx512": "this CPU has no avx512f"}
     results["models"]["minilm"]["isa_classes"] = {"threads": 2, "rounds": 3, "classes": classes, "skipped": skipped}
     report.write(results, tmp_path)
     assert report.check(tmp_path) == []
     text = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "minilm int8 / fp32 per int8 kernel class (this CPU, newer features hidden): amx 1.77x, avx2 1.16x" in text
-    avx2_row = "| avx2 | amx, avx512, avx_vnni | on | 300 | 400 | 1.33x | **1.16x** (rounds 1.10-1.30x) | 1.000000 |"
+    avx2_row = (
+        "| avx2 | amx, avx512, avx_vnni | yes | on | 300 | 400 | 1.33x | **1.16x** (rounds 1.10-1.30x) | 1.000000 |"
+    )
     assert avx2_row in text
-    assert "| amx | nothing | off | 300 | 400 | 1.33x | **1.77x** | 1.000000 |" in text  # no rounds recorded
+    assert "| amx | nothing | - | off | 300 | 400 | 1.33x | **1.77x** | 1.000000 |" in text  # no rounds recorded
     assert "- avx512: not measured (this CPU has no avx512f)" in text
 
     # No CPUID faulting: the avx2 class hidden by the XGETBV stand-in says so in its row and below the table
     classes["avx2"] |= {"hidden": ["avx512"], "hidden_by": "XGETBV"}
     report.write(results, tmp_path)
     text = (tmp_path / "report.md").read_text(encoding="utf-8")
-    assert "| avx2 | avx512 (XGETBV) | on |" in text and "whose XGETBV reports no AVX-512 or AMX" in text
+    assert "| avx2 | avx512 (XGETBV) | yes | on |" in text and "whose XGETBV reports no AVX-512 or AMX" in text
 
 
 def test_row_width_times_each_width_and_restores_the_runtime_default(tiny_model_dir: Path, tmp_path: Path) -> None:

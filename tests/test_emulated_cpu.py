@@ -204,3 +204,18 @@ def test_xgetbv_patch_reads_no_avx512_state(tmp_path: Path) -> None:
     assert ctypes.CDLL(str(native)).xcr0_low() & 7 == 7  # this CPU saves AVX state (more where it has AVX-512)
     assert ctypes.CDLL(str(patched)).xcr0_low() == 7
     assert isa_classes.patch_xgetbv(patched, objdump) == 0  # nothing left to patch
+
+
+def test_the_int8_kernel_probe_tells_a_saturating_kernel_from_an_exact_one() -> None:
+    """benchmarks' probe of which int8 kernel a process runs (each isa-classes child refuses to measure a class whose
+    kernel it contradicts): it reads saturation on the emulated AVX2 CPU, and on this CPU what its VNNI implies."""
+    peak = pytest.importorskip("benchmarks.peak")
+    from onnxbert.runtime.session import cpu_flags, exact_int8_needed
+
+    assert peak.int8_pairs_saturate() == exact_int8_needed(platform.machine(), cpu_flags())
+    probe = "from benchmarks.peak import int8_pairs_saturate; print(int8_pairs_saturate())"
+    root = str(Path(__file__).resolve().parents[1])
+    command = [_emulation(), "-cpu", EMULATED_CPU, sys.executable, "-c", probe]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": root})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True"]
