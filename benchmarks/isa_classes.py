@@ -2,11 +2,12 @@
 
     python -m benchmarks isa-classes [--model minilm] [--rounds 3] [--out DIR]
 
-ONNX Runtime picks its int8 GEMM by CPUID: AMX, AVX-512 VNNI, AVX-512 without VNNI (saturating u8 x s8, so the
-runtime sets its exact u8 x u8 safeguard), AVX2 without VNNI (the same). Each class runs in a child process with the
-features above it hidden from CPUID (benchmarks/cpuid_mask.c, Linux CPUID faulting), natively and at full speed, and
-reports what the runtime saw, the one-MatMul GEMM ceilings, int8 / fp32 through `Encoder.embed` on the STS-B dev
-sentences (fp32 and int8 alternating, `--rounds` each, median), and how far the int8 vectors move from the
+ONNX Runtime picks its int8 GEMM by CPUID: AMX, AVX-512 VNNI, AVX-512 without VNNI (saturating u8 x s8, so the runtime
+sets its exact u8 x u8 safeguard), AVX2 without VNNI (the same). Each class runs in a child process with the features
+above it hidden from CPUID (benchmarks/cpuid_mask.c, Linux CPUID faulting), natively and at full speed, and reports
+what the runtime saw, which int8 kernel ONNX Runtime took (a probe that saturates without VNNI: a child whose kernel
+contradicts its class refuses to measure), the one-MatMul GEMM ceilings, int8 / fp32 through `Encoder.embed` on the
+STS-B dev sentences (fp32 and int8 alternating, `--rounds` each, median), and how far the int8 vectors move from the
 unmasked CPU's (they should not beyond int8 rounding: the safeguard, or pair-safe weights, keep every class exact),
 and int8 against that class's own fp32 on STS-B dev and held-out Python documentation.
 
