@@ -133,18 +133,20 @@ def _record(
 
 def read_user_texts(path: Path, field: str = "text") -> list[str]:
     """Texts of a file: Parquet (column `field`), JSONL (key `field` of each object, or a JSON string), else lines."""
-    if not path.is_file():
+    if not path.exists():
         raise ExportError(f"--int8-text {path}: no such file")
+    if not path.is_file():
+        raise ExportError(f"--int8-text {path} is not a file: give one text file, JSONL or Parquet")
     if path.suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as error:
-            raise ExportError(f"reading {path} needs pyarrow: pip install pyarrow") from error
-        table = pq.read_table(path)
-        if field not in table.column_names:
-            raise ExportError(f"{path} has no column {field!r} (columns: {table.column_names}); pass --int8-text-field")
-        return [str(value) for value in table.column(field).to_pylist() if value is not None]
-    lines = path.read_text(encoding="utf-8").splitlines()
+        return _parquet_texts(path, field)
+    data = path.read_bytes()
+    try:
+        lines = data.decode("utf-8-sig").splitlines()  # a BOM is not part of the first text
+    except UnicodeDecodeError as error:
+        bad_line = data.count(b"\n", 0, error.start) + 1
+        raise ExportError(
+            f"--int8-text {path} is not UTF-8 (line {bad_line}, byte {error.start}: {error.reason}); save it as UTF-8"
+        ) from None
     if path.suffix not in (".jsonl", ".ndjson"):
         return lines
     texts = []
@@ -160,6 +162,22 @@ def read_user_texts(path: Path, field: str = "text") -> list[str]:
             raise ExportError(f"{path} line {number} has no string {field!r}; pass --int8-text-field")
         texts.append(value)
     return texts
+
+
+def _parquet_texts(path: Path, field: str) -> list[str]:
+    try:
+        import pyarrow
+        import pyarrow.parquet as pq
+    except ImportError as error:
+        raise ExportError(f"reading {path} needs pyarrow: pip install pyarrow") from error
+    try:
+        columns = pq.read_schema(path).names
+        if field not in columns:
+            raise ExportError(f"{path} has no column {field!r} (columns: {columns}); pass --int8-text-field")
+        values = pq.read_table(path, columns=[field]).column(field).to_pylist()  # only the column int8 reads
+    except pyarrow.ArrowException as error:
+        raise ExportError(f"--int8-text {path} is not a readable Parquet file: {error}") from None
+    return [str(value) for value in values if value is not None]
 
 
 def user_int8_text(path: Path, field: str = "text") -> Int8Text:

@@ -41,6 +41,22 @@ def test_reads_lines_jsonl_and_parquet(tmp_path: Path) -> None:
         read_user_texts(tmp_path / "a.parquet", "body")
 
 
+def test_unreadable_text_files_are_clear_errors(tmp_path: Path) -> None:
+    (tmp_path / "bom.txt").write_bytes("\ufeffcafé\nthé\n".encode())
+    assert read_user_texts(tmp_path / "bom.txt") == ["café", "thé"]
+    (tmp_path / "latin1.txt").write_bytes("ok\ncafé\n".encode("latin-1"))
+    with pytest.raises(ExportError, match=r"latin1.txt is not UTF-8 \(line 2, byte 6"):
+        read_user_texts(tmp_path / "latin1.txt")
+    with pytest.raises(ExportError, match="is not a file"):
+        read_user_texts(tmp_path)
+    with pytest.raises(ExportError, match="no such file"):
+        read_user_texts(tmp_path / "missing.txt")
+    pytest.importorskip("pyarrow")
+    (tmp_path / "broken.parquet").write_bytes(b"not a parquet file")
+    with pytest.raises(ExportError, match="not a readable Parquet file"):
+        read_user_texts(tmp_path / "broken.parquet")
+
+
 def test_split_is_disjoint_recorded_and_needs_enough_text(tmp_path: Path) -> None:
     texts = python_docs(400)
     text = user_int8_text(_lines(tmp_path / "docs.txt", [*texts, "", texts[0]]))  # blanks and repeats dropped
