@@ -158,6 +158,31 @@ def test_the_fallback_starts_from_the_recipe_that_missed_by_least() -> None:
     assert closest(tried, "auto") == "static+rows+outlier-pairsafe"
 
 
+def test_the_fallback_ranks_each_recipe_with_its_held_out_figures() -> None:
+    """A recipe that missed on the selection text was not judged on held-out text yet; ranked on its selection margin
+    alone it would look closer than one that missed only on held-out text (MiniLM exported on AVX2 kernels)."""
+
+    top10 = {"plain.onnx": 0.962, "outlier.onnx": 0.968}
+
+    class HeldOutDocs:  # what Judge.held_out returns for each graph: top-10 on held-out docs
+        def held_out(self, graph: Path, texts: dict, recipe: dict | None = None) -> dict:
+            return {"docs": {"mean_cosine": 0.9993, "top10_agreement": top10[graph.name]}}
+
+    scored = {"mean_cosine": 0.9993, "spearman_drop": 0.0}
+    plain, outlier = (next(r for r in LADDER if r.name == name) for name in FALLBACK_BASES["auto"])
+    tried = {
+        plain.name: scored | {"top10_agreement": 0.969, "failures": ["top10"]},  # 0.001 short on the selection text
+        outlier.name: scored | {"top10_agreement": 0.973, "failures": ["docs: top10"]},
+    }
+    tried[outlier.name]["held_out"] = HeldOutDocs().held_out(Path("outlier.onnx"), {})
+    docs = {"docs": ["held-out text"]}
+    search = _Search(Path(), [], None, HeldOutDocs(), docs, BUDGETS["strict"], None, tried)  # type: ignore[arg-type]
+    search.graphs = {"plain": (plain, Path("plain.onnx"), {}), "outlier": (outlier, Path("outlier.onnx"), {})}
+    assert search.closest(FALLBACK_BASES["auto"]) == outlier
+    assert tried[plain.name]["held_out"]["docs"]["top10_agreement"] == 0.962  # judged, and recorded with it
+    assert "docs: top10_agreement=0.962 (needs >= 0.97)" in tried[plain.name]["failures"]
+
+
 @pytest.mark.parametrize("automatic", ["auto", "auto-vnni"])
 def test_impossible_budget_fails_after_every_candidate(tiny_checkpoint: Path, tmp_path: Path, automatic: str) -> None:
     """Whatever CPU exports: `auto` judges the pair-safe recipes and falls back from one of them, `auto-vnni` the plain
