@@ -300,6 +300,9 @@ class _Search:
         for recipe, graph, _ in list(self.graphs.values()):
             if recipe.name in names and "held_out" not in self.tried[recipe.name]:
                 self._judge_held_out(recipe, graph)
+                self.say.say(
+                    _line(recipe.name, self.tried[recipe.name]) + " (held-out text judged to rank the fallback)"
+                )
         return _RECIPES[max(names, key=lambda name: self.budget.worst_margin(self.tried[name]))]
 
     def fallback(self, base: Recipe, layers: int) -> tuple[Recipe, Path, dict[str, int]] | None:

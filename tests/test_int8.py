@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import statistics
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from onnxbert.export.int8_gate import (
 )
 from onnxbert.export.judge import SPEED_ROUNDS
 from onnxbert.export.optimize import operator_counts
+from onnxbert.export.progress import Progress
 from onnxbert.export.sts import sts_pairs, unique_sentences
 from onnxbert.export.targets import find_targets
 from onnxbert.runtime import Encoder, Manifest
@@ -168,7 +170,7 @@ def test_the_fallback_ranks_each_recipe_with_its_held_out_figures() -> None:
         def held_out(self, graph: Path, texts: dict, recipe: dict | None = None) -> dict:
             return {"docs": {"mean_cosine": 0.9993, "top10_agreement": top10[graph.name]}}
 
-    scored = {"mean_cosine": 0.9993, "spearman_drop": 0.0}
+    scored = {"mean_cosine": 0.9993, "spearman_drop": 0.0, "speed_vs_fp32": 2.0, "passed": False}
     plain, outlier = (next(r for r in LADDER if r.name == name) for name in FALLBACK_BASES["auto"])
     tried = {
         plain.name: scored | {"top10_agreement": 0.969, "failures": ["top10"]},  # 0.001 short on the selection text
@@ -176,9 +178,11 @@ def test_the_fallback_ranks_each_recipe_with_its_held_out_figures() -> None:
     }
     tried[outlier.name]["held_out"] = HeldOutDocs().held_out(Path("outlier.onnx"), {})
     docs = {"docs": ["held-out text"]}
-    search = _Search(Path(), [], None, HeldOutDocs(), docs, BUDGETS["strict"], None, tried)  # type: ignore[arg-type]
+    said = io.StringIO()
+    search = _Search(Path(), [], None, HeldOutDocs(), docs, BUDGETS["strict"], Progress(said), tried)  # type: ignore[arg-type]
     search.graphs = {"plain": (plain, Path("plain.onnx"), {}), "outlier": (outlier, Path("outlier.onnx"), {})}
     assert search.closest(FALLBACK_BASES["auto"]) == outlier
+    assert f"int8 {plain.name}: " in said.getvalue() and "docs cos 0.99930 top10 0.962 [miss]" in said.getvalue()
     assert tried[plain.name]["held_out"]["docs"]["top10_agreement"] == 0.962  # judged, and recorded with it
     assert "docs: top10_agreement=0.962 (needs >= 0.97)" in tried[plain.name]["failures"]
 
