@@ -10,8 +10,8 @@
   keep most layers in fp32 for text the model was not made for). Literary English (Shakespeare's plays) is reported
   too: its sentences sit about twice as close together as Python's documentation's, so top-10 there asks for about
   half the error, and gating it would keep three of all-MiniLM-L6-v2's six layers and one projection of a fourth in
-  fp32 for every user of the default (1.31x fp32 instead of ~2x, AMD EPYC Zen 4); gating Plone's French would keep
-  layers 0, 2 and 3 (1.29x). Users with such text gate on it with `--int8-text`.
+  fp32 for every user of the default (1.31x fp32 instead of ~2x, AMD EPYC Zen 4), and gating Plone's French three
+  layers. Users with such text gate on it with `--int8-text`.
 
 Defaults follow the model's vocabulary: English STS-B (train / dev) with Python's documentation gated, Chinese
 reviews and Shakespeare's plays reported; for a vocabulary that is mostly CJK, Chinese news (People's Daily) to
