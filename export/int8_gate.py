@@ -4,8 +4,8 @@ The text comes in three parts (export/int8_text.py): calibration, selection and 
 through the runtime's Encoder (export/judge.py) and judged on the selection text; one within budget there must also
 hold it on the gated held-out text (the model's language), or it is not taken. Every recipe of the ladder is judged
 and timed; of those within budget (each timed again against fp32 in paired rounds), the one measured fastest here
-is chosen. When none passes, a per-layer sensitivity pass ranks the layers (by the worst margin over selection and
-gated held-out text) and leaves the most sensitive in fp32, one more at a time, each first as a single projection.
+is chosen. When none passes, a sensitivity pass ranks the projections (each alone in fp32, by the worst margin over
+selection and gated held-out text) and leaves the top of that ranking in fp32, one more at a time.
 By default only pair-safe recipes are judged (`auto`: one graph that every x86 CPU runs exactly on its fast kernel);
 `auto-vnni` judges the plain ones.
 No recipe within budget is an error with every candidate's figures: never a silent fallback to fp32 or to a weaker
@@ -21,7 +21,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 from onnxbert.runtime.manifest import unknown_tokens_note
@@ -176,9 +175,8 @@ def auto_ladder(recipe: str) -> list[Recipe]:
     return [r for r in LADDER if int8_fits_16_bits(r.describe()) == pair_safe]
 
 
-# When no recipe of the ladder passes, parts of one of these stay in fp32 (`_Search.fallback`): the one that missed the
-# budget by least, so that fewer layers go back to fp32 (MiniLM judged on French text: one layer instead of two and a
-# projection, 1.61x instead of 1.46x fp32).
+# When no recipe of the ladder passes, projections of one of these stay in fp32 (`_Search.fallback`): the one that
+# missed the budget by least, so that fewer of them go back to fp32.
 FALLBACK_BASES = {
     AUTO: ("static+rows-pairsafe", "static+rows+outlier-pairsafe"),
     AUTO_VNNI: ("static+rows", "static+rows+outlier"),
@@ -305,34 +303,37 @@ class _Search:
                 )
         return _RECIPES[max(names, key=lambda name: self.budget.worst_margin(self.tried[name]))]
 
-    def fallback(self, base: Recipe, layers: int) -> tuple[Recipe, Path, dict[str, int]] | None:
-        """Leave the most sensitive layers of `base` in fp32, one more at a time, each first as a single projection.
+    def fallback(self, base: Recipe) -> tuple[Recipe, Path, dict[str, int]] | None:
+        """Leave the projections of `base` that matter most in fp32, one more at a time, until one set passes.
 
-        For each layer added, its projections are tried alone in fp32 (fewest FLOPs first) before the whole layer.
-        Layers are ranked by a probe each (that layer alone in fp32): how much of the budget it wins back.
+        Each projection is probed alone in fp32 and ranked by how much of the budget that wins back; then the top one,
+        two, three ... of the ranking stay fp32 together, wherever they sit (MiniLM held to the budget on Plone's
+        French: four projections in three layers, where a whole-layer search kept three layers). Ranked by quality,
+        not timed against each other: one projection of many changes the speed by less than a timing's noise.
         """
-        margins = []
-        for layer in range(layers):
-            probe = replace(base, name=f"{base.name}, layers [{layer}] fp32", fp32_layers=(layer,))
-            self.trial(probe, probe=True)
-            margins.append(self.budget.worst_margin(self.tried[probe.name]))
-        order = [int(i) for i in np.argsort(margins, kind="stable")[::-1]]
-        for count in range(1, layers):
-            kept, last = tuple(sorted(order[: count - 1])), order[count - 1]
-            for group in _CHEAPEST_FIRST:  # one projection of the last layer instead of all four
-                name = f"{base.name}, layer {last} {group}" + (f" and layers {list(kept)}" if kept else "") + " fp32"
-                found = self.passing(replace(base, name=name, fp32_layers=kept, fp32_groups=((last, group),)))
-                if found:
-                    return found
-            whole = tuple(sorted(order[:count]))
-            found = self.passing(replace(base, name=f"{base.name}, layers {list(whole)} fp32", fp32_layers=whole))
+        margins: dict[tuple[int, str], float] = {}
+        for target in self.targets:
+            key, name = (target.layer, target.group), _fp32_name(base, [(target.layer, target.group)])
+            self.trial(replace(base, name=name, fp32_groups=(key,)), probe=True)
+            margins[key] = self.budget.worst_margin(self.tried[name])
+        order = sorted(margins, key=lambda key: -margins[key])  # stable: graph order on a tie
+        for count in range(1, len(order)):  # every projection in fp32 would be no int8 at all
+            kept = sorted(order[:count])
+            found = self.passing(replace(base, name=_fp32_name(base, kept), fp32_groups=tuple(kept)))
             if found:
                 return found
         return None
 
 
-# Fewest FLOPs first (hidden H, intermediate 4H): attention output H*H, QKV 3*H*H, FFN in and out 4*H*H each.
-_CHEAPEST_FIRST = ("attention_output", "qkv", "ffn_in", "ffn_out")
+def _fp32_name(base: Recipe, kept: list[tuple[int, str]]) -> str:
+    """'<base>, layer 2 qkv fp32'; 'layer 0 ffn_in+ffn_out, layer 3 qkv' for several; 'layer 1 all' for a whole one."""
+    layers: dict[int, list[str]] = {}
+    for layer, group in sorted(kept, key=lambda key: (key[0], GROUPS.index(key[1]))):
+        layers.setdefault(layer, []).append(group)
+    parts = [
+        f"layer {layer} {'all' if len(groups) == len(GROUPS) else '+'.join(groups)}" for layer, groups in layers.items()
+    ]
+    return f"{base.name}, {', '.join(parts)} fp32"
 
 
 def _recipe_record(
@@ -396,7 +397,7 @@ def choose_int8(
     search = _Search(fused, targets, stats, judge, gated, budget, say, {})
     if recipe in AUTO_RECIPES:
         found = search.fastest(auto_ladder(recipe))
-        found = found or search.fallback(search.closest(FALLBACK_BASES[recipe]), num_layers)
+        found = found or search.fallback(search.closest(FALLBACK_BASES[recipe]))
     else:
         found = search.fastest([_RECIPES[recipe]])
     if found is None:

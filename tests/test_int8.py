@@ -6,6 +6,7 @@ import io
 import statistics
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from onnxbert.export.judge import SPEED_ROUNDS
 from onnxbert.export.optimize import operator_counts
 from onnxbert.export.progress import Progress
 from onnxbert.export.sts import sts_pairs, unique_sentences
-from onnxbert.export.targets import find_targets
+from onnxbert.export.targets import GROUPS, Target, find_targets
 from onnxbert.runtime import Encoder, Manifest
 from onnxbert.runtime.session import Provider, create_session, int8_fits_16_bits
 from onnxbert.runtime.tokenize import TextTokenizer
@@ -73,7 +74,7 @@ def test_minilm_int8_meets_the_strict_budget_and_records_its_recipe(minilm_int8_
         tied = [name for name in ladder if name in passing and passing[name] >= max(passing.values()) * 0.95]
         assert recipe["name"] == tied[0]
     else:
-        assert not passing  # the per-layer fallback runs only when no ladder recipe passes
+        assert not passing  # the per-projection fallback runs only when no ladder recipe passes
     assert all(figures["failures"] for figures in recipe["candidates"].values() if not figures["passed"])
     # held out: the budget holds on Python's documentation (gated); the other texts are reported
     held = recipe["held_out"]
@@ -187,10 +188,47 @@ def test_the_fallback_ranks_each_recipe_with_its_held_out_figures() -> None:
     assert "docs: top10_agreement=0.962 (needs >= 0.97)" in tried[plain.name]["failures"]
 
 
+def test_the_fallback_keeps_the_top_ranked_projections_in_fp32() -> None:
+    """Each projection is probed alone in fp32; the top one, two, three ... of the probes' ranking stay fp32 together,
+    wherever they sit: never a whole layer for one projection's sake, and quality decides, not a noisy timing."""
+    targets = [Target(f"{layer}/{group}", group, layer, "x", "w") for layer in range(3) for group in GROUPS]
+    gain = {(0, "ffn_out"): 0.004, (2, "qkv"): 0.003, (1, "ffn_in"): 0.002}  # top-10 each wins back in fp32
+    cost = {"qkv": 0.05, "attention_output": 0.03, "ffn_in": 0.2, "ffn_out": 0.2}  # speed each costs in fp32
+
+    @dataclass
+    class Scripted(_Search):  # figures as if judged and timed
+        start: float = 0.0
+
+        def trial(self, recipe: Recipe, *, probe: bool = False) -> tuple[bool, Path, dict[str, int]]:
+            assert recipe.fp32_layers == ()
+            top10 = self.start + sum(gain.get(key, 0.0) for key in recipe.fp32_groups)
+            speed = 2.0 - sum(cost[group] for _, group in recipe.fp32_groups)
+            figures = {"mean_cosine": 0.9995, "top10_agreement": top10, "spearman_drop": 0.0, "speed_vs_fp32": speed}
+            figures["failures"] = self.budget.failures(figures)
+            figures["passed"] = not figures["failures"]
+            self.tried[recipe.name] = figures
+            self.graphs[recipe.name] = (recipe, Path(recipe.name), {})
+            return figures["passed"], Path(recipe.name), {}
+
+        def _time(self, recipe: Recipe, graph: Path) -> None:
+            self.tried[recipe.name]["speed_rounds"] = [self.tried[recipe.name]["speed_vs_fp32"]]
+
+    base = next(r for r in LADDER if r.name == "static+rows+outlier-pairsafe")
+    for start, wanted, groups in [
+        (0.9675, "layer 0 ffn_out", ((0, "ffn_out"),)),  # two pass alone: the one that wins back most, if slower
+        (0.962, "layer 0 ffn_out, layer 1 ffn_in, layer 2 qkv", ((0, "ffn_out"), (1, "ffn_in"), (2, "qkv"))),
+    ]:
+        search = Scripted(Path(), targets, None, None, {}, BUDGETS["strict"], None, {}, start=start)  # type: ignore[arg-type]
+        found = search.fallback(base)
+        assert found is not None
+        assert found[0].name == f"{base.name}, {wanted} fp32" and found[0].fp32_groups == groups
+        assert len(search.tried) == len(targets) + len(groups) - 1  # the probes, then the top two, three ...
+
+
 @pytest.mark.parametrize("automatic", ["auto", "auto-vnni"])
 def test_impossible_budget_fails_after_every_candidate(tiny_checkpoint: Path, tmp_path: Path, automatic: str) -> None:
     """Whatever CPU exports: `auto` judges the pair-safe recipes and falls back from one of them, `auto-vnni` the plain
-    ones; then the per-layer sensitivity probes, then each projection of the most sensitive layer alone in fp32."""
+    ones; then each projection alone in fp32, then the top two, three ... of their ranking."""
     out = tmp_path / "model"
     with pytest.raises(VerificationError) as failure:
         export_model(tiny_checkpoint, out, int8_quality="cos=1.01", int8_recipe=automatic, progress=False)
@@ -199,11 +237,13 @@ def test_impossible_budget_fails_after_every_candidate(tiny_checkpoint: Path, tm
     assert list(tried)[: len(ladder)] == ladder
     budget = Int8Budget.parse("cos=1.01")
     base = max(FALLBACK_BASES[automatic], key=lambda name: budget.worst_margin(tried[name]))
-    assert {f"{base}, layers [0] fp32", f"{base}, layers [1] fp32"} <= set(tried)
     fallback = [name for name in tried if name.startswith(f"{base}, ")]
-    projections = ("attention_output fp32", "qkv fp32", "ffn_in fp32", "ffn_out fp32")
-    assert sum(name.endswith(projections) for name in fallback) == 4
-    assert len(fallback) == 2 + 4  # two layers: leaving both in fp32 would be no int8 at all
+    probes = {f"{base}, layer {layer} {group} fp32" for layer in (0, 1) for group in GROUPS}
+    assert set(fallback[:8]) == probes  # each of the two layers' four projections alone
+    assert len(fallback) == 8 + 6  # then the top 2 ... 7 of their ranking: all eight would be no int8 at all
+    kept = [name.removeprefix(f"{base}, ").removesuffix(" fp32") for name in fallback[8:]]
+    sizes = [sum(4 if p.endswith(" all") else len(p.split()[2].split("+")) for p in name.split(", ")) for name in kept]
+    assert sizes == [2, 3, 4, 5, 6, 7]
     assert len(tried) == len(ladder) + len(fallback)
     assert all(not figures["passed"] for figures in tried.values())
     assert not out.exists()
