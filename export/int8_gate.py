@@ -313,7 +313,8 @@ class _Search:
         """
         margins: dict[tuple[int, str], float] = {}
         for target in self.targets:
-            key, name = (target.layer, target.group), _fp32_name(base, [(target.layer, target.group)])
+            key = (target.layer, target.group)
+            name = _fp32_name(base, [key])
             self.trial(replace(base, name=name, fp32_groups=(key,)), probe=True)
             margins[key] = self.budget.worst_margin(self.tried[name])
         order = sorted(margins, key=lambda key: -margins[key])  # stable: graph order on a tie
