@@ -10,6 +10,7 @@ fp32 in paired rounds (`Judge.speed`): that figure decides between candidates an
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import statistics
 import time
@@ -25,7 +26,7 @@ from onnxbert.runtime.manifest import Manifest
 from onnxbert.runtime.pooling import Pooling
 
 from .progress import Progress
-from .quality import cosines, sts_spearman, top_k_agreement
+from .quality import cosines, nearest, shared_share, sts_spearman
 from .stage import model_slot, open_variant, record_variant
 from .sts import StsPairs, sts_pairs, unique_sentences
 from .texts import text_hash
@@ -84,12 +85,13 @@ class Judge:
     say: Progress
     threads: int | None = None  # ONNX Runtime threads for every run (None: the CPUs this process may use)
     reference: Float32Array = field(init=False)
+    _reference_neighbours: npt.NDArray[np.intp] = field(init=False)
     reference_spearman: float | None = field(init=False)
     reference_seconds: float = field(init=False)
     fp32_graph: Path = field(init=False)
-    _held_out_reference: dict[str, Float32Array] = field(init=False, default_factory=dict)
+    _held_out_reference: dict[str, tuple[Float32Array, npt.NDArray[np.intp]]] = field(init=False, default_factory=dict)
     _held_out_unknown: dict[str, float] = field(init=False, default_factory=dict)
-    _fp32_encoder: Encoder | None = field(init=False, default=None)
+    _encoders: dict[tuple[Path, str, str], Encoder] = field(init=False, default_factory=dict)
     _slots: itertools.count[int] = field(init=False, default_factory=itertools.count)
 
     def slot(self, precision: str = "int8") -> Path:
@@ -99,10 +101,19 @@ class Judge:
     def encoder(self, graph: Path, precision: str, recipe: dict[str, Any] | None = None) -> Encoder:
         """An Encoder on the graph at `graph` (written to a slot), packed rows as users get them.
 
-        `recipe`: the candidate's manifest record, which decides its session settings as it will at run time.
+        `recipe`: the candidate's manifest record, which decides its session settings as it will at run time. The
+        fp32 reference's Encoder and the latest candidate's are kept: a candidate is embedded on the selection text,
+        the held-out texts and in the speed rounds, and each new Encoder costs a packed twin and a session.
         """
-        variant = record_variant(graph, precision, self.base, fusions={}, recipe=recipe or {}, say=self.say)
-        return open_variant(graph.parent, self.base, variant, provider="cpu", threads=self.threads, spinning=False)
+        key = (graph, precision, json.dumps(recipe or {}, sort_keys=True))
+        if key not in self._encoders:
+            if precision != "fp32":
+                self._encoders = {k: e for k, e in self._encoders.items() if k[1] == "fp32"}
+            variant = record_variant(graph, precision, self.base, fusions={}, recipe=recipe or {}, say=self.say)
+            self._encoders[key] = open_variant(
+                graph.parent, self.base, variant, provider="cpu", threads=self.threads, spinning=False
+            )
+        return self._encoders[key]
 
     def run(self, graph: Path, precision: str, recipe: dict[str, Any] | None = None) -> tuple[Float32Array, float]:
         """Unit vectors of the selection text from the graph at `graph`, and one warm pass's seconds."""
@@ -114,6 +125,7 @@ class Judge:
         shutil.copyfile(fused, slot)
         self.fp32_graph = slot
         self.reference, self.reference_seconds = self.run(slot, "fp32")
+        self._reference_neighbours = nearest(self.reference)
         self.reference_spearman = self._spearman(self.reference)
 
     def _spearman(self, vectors: Float32Array) -> float | None:
@@ -128,10 +140,10 @@ class Judge:
         figures = {}
         for name, sentences in texts.items():
             if name not in self._held_out_reference:
-                fp32 = self.encoder(self.fp32_graph, "fp32")
-                self._held_out_reference[name] = fp32.embed(sentences, pooling=self.pooling, normalize=True)
+                fp32 = self.encoder(self.fp32_graph, "fp32").embed(sentences, pooling=self.pooling, normalize=True)
+                self._held_out_reference[name] = fp32, nearest(fp32)
                 self._held_out_unknown[name] = unknown_share(self.tokenizer, sentences)
-            reference = self._held_out_reference[name]
+            reference, reference_neighbours = self._held_out_reference[name]
             vectors = int8.embed(sentences, pooling=self.pooling, normalize=True)
             similarity = cosines(vectors, reference)
             figures[name] = {
@@ -139,16 +151,14 @@ class Judge:
                 "sha256": text_hash(sentences),
                 "mean_cosine": float(similarity.mean()),
                 "min_cosine": float(similarity.min()),
-                "top10_agreement": top_k_agreement(vectors, reference),
+                "top10_agreement": shared_share(nearest(vectors), reference_neighbours),
                 "unknown_tokens": self._held_out_unknown[name],
             }
         return figures
 
     def speed(self, graph: Path, recipe: dict[str, Any] | None = None) -> dict[str, Any]:
         """int8 against fp32 in SPEED_ROUNDS paired rounds on this machine: the median ratio and each round's."""
-        if self._fp32_encoder is None:
-            self._fp32_encoder = self.encoder(self.fp32_graph, "fp32")
-        encoders = {"fp32": self._fp32_encoder, "int8": self.encoder(graph, "int8", recipe)}
+        encoders = {"fp32": self.encoder(self.fp32_graph, "fp32"), "int8": self.encoder(graph, "int8", recipe)}
         texts = self.text.sentences[:SPEED_TEXTS]
         ratios = []
         for round_ in range(SPEED_ROUNDS):
@@ -172,7 +182,7 @@ class Judge:
             "pairs": len(self.text.gold),
             "mean_cosine": float(similarity.mean()),
             "min_cosine": float(similarity.min()),
-            "top10_agreement": top_k_agreement(vectors, self.reference),
+            "top10_agreement": shared_share(nearest(vectors), self._reference_neighbours),
             "spearman": score,
             "spearman_fp32": fp32_score,
             "spearman_drop": None if score is None or fp32_score is None else fp32_score - score,

@@ -9,7 +9,7 @@ import numpy.typing as npt
 
 from onnxbert.runtime.pooling import normalize
 
-__all__ = ["cosines", "rankdata", "spearman", "sts_spearman", "top_k_agreement"]
+__all__ = ["cosines", "nearest", "rankdata", "shared_share", "spearman", "sts_spearman", "top_k_agreement"]
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -19,17 +19,23 @@ def cosines(a: Float32Array, b: Float32Array) -> Float32Array:
     return np.asarray((normalize(a) * normalize(b)).sum(axis=1), dtype=np.float32)
 
 
+def nearest(vectors: Float32Array, k: int = 10) -> npt.NDArray[np.intp]:
+    """Each row's k nearest other rows by cosine, unordered (membership is what top-k agreement counts)."""
+    unit = normalize(vectors)
+    sims = unit @ unit.T
+    np.fill_diagonal(sims, -np.inf)
+    return np.argpartition(-sims, k, axis=1)[:, :k]
+
+
+def shared_share(left: npt.NDArray[np.intp], right: npt.NDArray[np.intp]) -> float:
+    """Mean share of each row's neighbours (`nearest`'s output) that `left` and `right` have in common."""
+    common = (left[:, :, None] == right[:, None, :]).any(axis=2).sum(axis=1)  # rows hold no repeats
+    return float(common.mean() / left.shape[1])
+
+
 def top_k_agreement(a: Float32Array, b: Float32Array, k: int = 10) -> float:
     """Mean share of each text's k nearest neighbours (by cosine, self excluded) that both vector sets agree on."""
-
-    def neighbours(v: Float32Array) -> npt.NDArray[np.intp]:
-        unit = normalize(v)
-        sims = unit @ unit.T
-        np.fill_diagonal(sims, -np.inf)
-        return np.argpartition(-sims, k, axis=1)[:, :k]  # the k best, unordered: membership is what counts
-
-    left, right = neighbours(a), neighbours(b)
-    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(left, right, strict=True)]))
+    return shared_share(nearest(a, k), nearest(b, k))
 
 
 def rankdata(values: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:

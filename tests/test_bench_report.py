@@ -13,7 +13,7 @@ pytest.importorskip("matplotlib")
 pytest.importorskip("torch", reason="the benchmarks need the export extra")
 
 from benchmarks import report
-from onnxbert.export.quality import rankdata, spearman, top_k_agreement
+from onnxbert.export.quality import nearest, rankdata, shared_share, spearman, top_k_agreement
 
 SYSTEMS = ["pytorch", "pytorch-sorted", "onnxbert-fp32", "onnxbert-int8"]
 
@@ -104,7 +104,12 @@ def test_quality_metrics() -> None:
     assert spearman(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])) == pytest.approx(-1.0)
     vectors = np.random.default_rng(0).standard_normal((30, 8))
     assert top_k_agreement(vectors, vectors * 2.0) == 1.0
-    assert top_k_agreement(vectors, np.random.default_rng(1).standard_normal((30, 8))) < 0.6
+    other = np.random.default_rng(1).standard_normal((30, 8))
+    assert top_k_agreement(vectors, other) < 0.6
+    # the vectorized count against one set intersection per row
+    left, right = nearest(vectors, 5), nearest(other, 5)
+    by_sets = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(left, right, strict=True)])
+    assert 0 < shared_share(left, right) == pytest.approx(by_sets)
 
 
 def test_held_out_figures_of_a_recipe_without_a_budget_are_not_called_within_budget() -> None:
