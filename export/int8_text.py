@@ -17,15 +17,19 @@ Defaults follow the model's vocabulary: English STS-B (train / dev) with Python'
 reviews, Shakespeare's plays and Plone's French reported; for a vocabulary that is mostly CJK, Chinese news (People's
 Daily) to calibrate, Chinese reviews to choose, other People's Daily sentences gated and Python's documentation
 reported.
-`--int8-text FILE` uses the user's own text instead (text lines, JSONL or Parquet), split three ways at random
-(seed 0), its held-out part gated.
+`--int8-text FILE` uses the user's own text instead (text lines, JSONL or Parquet), streamed and sampled down to
+USER_TEXT_SAMPLE texts, split three ways at random (seed 0), its held-out part gated.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import itertools
 import json
+import random
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +57,9 @@ CALIBRATION_SENTENCES = 512  # calibration ranges settle well before this many
 HELD_OUT_SENTENCES = 1000
 SELECTION_SENTENCES = 3000  # bounds export time: every candidate is embedded over the whole selection text
 MIN_USER_TEXTS = 300
+# A larger --int8-text file is sampled while it streams: export memory stays bounded by the sample, not the file.
+USER_TEXT_SAMPLE = 20_000
+MAX_TEXT_BYTES = 1 << 20  # one line or JSONL record; longer is an error, not a read of unbounded size
 CJK_VOCABULARY = 0.5  # a vocabulary with more than this share of CJK entries gets the Chinese default
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 # Why a default held-out text is measured and reported instead of gated (the module docstring has the figures).
@@ -132,26 +139,49 @@ def _record(
     }
 
 
-def read_user_texts(path: Path, field: str = "text") -> list[str]:
-    """Texts of a file: Parquet (column `field`), JSONL (key `field` of each object, or a JSON string), else lines."""
+def read_user_texts(path: Path, field: str = "text") -> Iterator[str]:
+    """Texts of a file, streamed: Parquet (column `field`), JSONL (key `field` of each object or a string), else lines.
+
+    A missing file fails here; a malformed one fails at the text where reading finds the fault.
+    """
     if not path.exists():
         raise ExportError(f"--int8-text {path}: no such file")
     if not path.is_file():
         raise ExportError(f"--int8-text {path} is not a file: give one text file, JSONL or Parquet")
     if path.suffix == ".parquet":
         return _parquet_texts(path, field)
-    data = path.read_bytes()
-    try:
-        lines = data.decode("utf-8-sig").splitlines()  # a BOM is not part of the first text
-    except UnicodeDecodeError as error:
-        bad_line = data.count(b"\n", 0, error.start) + 1
-        raise ExportError(
-            f"--int8-text {path} is not UTF-8 (line {bad_line}, byte {error.start}: {error.reason}); save it as UTF-8"
-        ) from None
-    if path.suffix not in (".jsonl", ".ndjson"):
-        return lines
-    texts = []
-    for number, line in enumerate(lines, 1):
+    if path.suffix in (".jsonl", ".ndjson"):
+        return _jsonl_texts(path, field)
+    return (line for _, line in _lines(path))
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Each line's number and text, read one line at a time, none longer than MAX_TEXT_BYTES."""
+    with path.open("rb") as file:
+        offset = 0
+        for number in itertools.count(1):
+            raw = file.readline(MAX_TEXT_BYTES + 1)
+            if not raw:
+                return
+            if len(raw) > MAX_TEXT_BYTES:
+                raise ExportError(
+                    f"--int8-text {path}: line {number} is longer than {MAX_TEXT_BYTES:,} bytes; give one sentence "
+                    "or passage per line"
+                )
+            line = raw.removeprefix(codecs.BOM_UTF8) if number == 1 else raw  # a BOM is not part of the first text
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                at = offset + len(raw) - len(line) + error.start
+                raise ExportError(
+                    f"--int8-text {path} is not UTF-8 (line {number}, byte {at}: {error.reason}); save it as UTF-8"
+                ) from None
+            offset += len(raw)
+            yield number, text.rstrip("\r\n")
+
+
+def _jsonl_texts(path: Path, field: str) -> Iterator[str]:
+    for number, line in _lines(path):
         if not line.strip():
             continue
         try:
@@ -161,29 +191,50 @@ def read_user_texts(path: Path, field: str = "text") -> list[str]:
         value = record.get(field) if isinstance(record, dict) else record
         if not isinstance(value, str):
             raise ExportError(f"{path} line {number} has no string {field!r}; pass --int8-text-field")
-        texts.append(value)
-    return texts
+        yield value
 
 
-def _parquet_texts(path: Path, field: str) -> list[str]:
+def _parquet_texts(path: Path, field: str) -> Iterator[str]:
     try:
         import pyarrow
         import pyarrow.parquet as pq
     except ImportError as error:
         raise ExportError(f"reading {path} needs pyarrow: pip install pyarrow") from error
     try:
-        columns = pq.read_schema(path).names
+        table = pq.ParquetFile(path)
+        columns = table.schema_arrow.names
         if field not in columns:
             raise ExportError(f"{path} has no column {field!r} (columns: {columns}); pass --int8-text-field")
-        values = pq.read_table(path, columns=[field]).column(field).to_pylist()  # only the column int8 reads
+        for batch in table.iter_batches(batch_size=4096, columns=[field]):  # only the column int8 reads
+            yield from (str(value) for value in batch.column(0).to_pylist() if value is not None)
     except pyarrow.ArrowException as error:
         raise ExportError(f"--int8-text {path} is not a readable Parquet file: {error}") from None
-    return [str(value) for value in values if value is not None]
+
+
+def _sample(texts: Iterable[str]) -> tuple[list[str], int]:
+    """Up to USER_TEXT_SAMPLE of the non-blank `texts` (stripped), and how many non-blank texts there were.
+
+    Each text is equally likely to be kept (reservoir sampling, seed 0); when all fit, all are kept in order.
+    """
+    kept: list[str] = []
+    draw = random.Random(0)
+    read = 0
+    for text in texts:
+        text = text.strip()
+        if not text:
+            continue
+        read += 1
+        if len(kept) < USER_TEXT_SAMPLE:
+            kept.append(text)
+        elif (slot := draw.randrange(read)) < USER_TEXT_SAMPLE:
+            kept[slot] = text
+    return kept, read
 
 
 def user_int8_text(path: Path, field: str = "text") -> Int8Text:
     """The user's file split at random (seed 0) into calibration, held-out and selection parts."""
-    texts = list(dict.fromkeys(t.strip() for t in read_user_texts(path, field) if t.strip()))
+    sample, read = _sample(read_user_texts(path, field))
+    texts = list(dict.fromkeys(sample))
     if len(texts) < MIN_USER_TEXTS:
         raise ExportError(
             f"--int8-text {path} holds {len(texts)} distinct non-blank texts; int8 needs at least {MIN_USER_TEXTS} "
@@ -198,7 +249,13 @@ def user_int8_text(path: Path, field: str = "text") -> Int8Text:
     names = (f"{path.name}: calibration part", f"{path.name}: selection part")
     record = _record("user", names, calibration, selection, {"user": held}, ("user",))
     record["held_out"]["user"]["text"] = f"{path.name}: held-out part"
-    record["file"] = {"name": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "texts": len(texts)}
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    record["file"] = {"name": path.name, "sha256": digest.hexdigest(), "texts": len(texts), "non_blank": read}
+    if read > len(sample):
+        record["file"]["sampled"] = f"{len(sample)} of {read} non-blank texts at random (seed 0)"
     return Int8Text("user", calibration, selection, {"user": held}, ("user",), record)
 
 

@@ -27,26 +27,29 @@ def _lines(path: Path, texts: list[str]) -> Path:
 
 def test_reads_lines_jsonl_and_parquet(tmp_path: Path) -> None:
     texts = [f"sentence number {i}." for i in range(5)]
-    assert read_user_texts(_lines(tmp_path / "a.txt", texts)) == texts
+    assert list(read_user_texts(_lines(tmp_path / "a.txt", texts))) == texts
     (tmp_path / "a.jsonl").write_text("\n".join(json.dumps({"body": t}) for t in texts) + "\n\n", encoding="utf-8")
-    assert read_user_texts(tmp_path / "a.jsonl", "body") == texts
+    assert list(read_user_texts(tmp_path / "a.jsonl", "body")) == texts
     with pytest.raises(ExportError, match="line 1 has no string 'text'"):
-        read_user_texts(tmp_path / "a.jsonl")
+        list(read_user_texts(tmp_path / "a.jsonl"))
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"text": texts, "n": list(range(5))}), tmp_path / "a.parquet")
-    assert read_user_texts(tmp_path / "a.parquet") == texts
+    assert list(read_user_texts(tmp_path / "a.parquet")) == texts
     with pytest.raises(ExportError, match="no column 'body'"):
-        read_user_texts(tmp_path / "a.parquet", "body")
+        list(read_user_texts(tmp_path / "a.parquet", "body"))
 
 
 def test_unreadable_text_files_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "bom.txt").write_bytes("\ufeffcafé\nthé\n".encode())
-    assert read_user_texts(tmp_path / "bom.txt") == ["café", "thé"]
+    assert list(read_user_texts(tmp_path / "bom.txt")) == ["café", "thé"]
     (tmp_path / "latin1.txt").write_bytes("ok\ncafé\n".encode("latin-1"))
     with pytest.raises(ExportError, match=r"latin1.txt is not UTF-8 \(line 2, byte 6"):
-        read_user_texts(tmp_path / "latin1.txt")
+        list(read_user_texts(tmp_path / "latin1.txt"))
+    (tmp_path / "bom-latin1.txt").write_bytes(b"\xef\xbb\xbfcaf\xe9\n")  # the BOM's 3 bytes count
+    with pytest.raises(ExportError, match=r"\(line 1, byte 6"):
+        list(read_user_texts(tmp_path / "bom-latin1.txt"))
     with pytest.raises(ExportError, match="is not a file"):
         read_user_texts(tmp_path)
     with pytest.raises(ExportError, match="no such file"):
@@ -54,7 +57,7 @@ def test_unreadable_text_files_are_clear_errors(tmp_path: Path) -> None:
     pytest.importorskip("pyarrow")
     (tmp_path / "broken.parquet").write_bytes(b"not a parquet file")
     with pytest.raises(ExportError, match="not a readable Parquet file"):
-        read_user_texts(tmp_path / "broken.parquet")
+        list(read_user_texts(tmp_path / "broken.parquet"))
 
 
 def test_split_is_disjoint_recorded_and_needs_enough_text(tmp_path: Path) -> None:
@@ -65,12 +68,33 @@ def test_split_is_disjoint_recorded_and_needs_enough_text(tmp_path: Path) -> Non
     assert not set(text.calibration) & set(held) and not set(held) & set(text.selection.sentences)
     assert set(text.calibration) | set(held) | set(text.selection.sentences) == set(texts)
     record = text.record
-    assert record["language"] == "user" and record["file"]["texts"] == 400
+    assert record["language"] == "user" and record["file"]["texts"] == 400 and record["file"]["non_blank"] == 401
+    assert "sampled" not in record["file"]
     assert record["selection"]["sha256"] == text_hash(text.selection.sentences)
     assert record["held_out"]["user"]["gated"] is True
     assert user_int8_text(tmp_path / "docs.txt").selection == text.selection  # the split is seeded
     with pytest.raises(ExportError, match=f"at least {MIN_USER_TEXTS}"):
         user_int8_text(_lines(tmp_path / "few.txt", texts[:120]))
+
+
+def test_a_large_file_is_sampled_as_it_streams_and_a_huge_line_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onnxbert.export import int8_text
+
+    monkeypatch.setattr(int8_text, "USER_TEXT_SAMPLE", 400)
+    texts = python_docs(1000)
+    text = user_int8_text(_lines(tmp_path / "docs.txt", texts))
+    kept = [*text.calibration, *text.held_out["user"], *text.selection.sentences]
+    assert len(kept) == len(set(kept)) == 400 and set(kept) <= set(texts)
+    assert any(texts.index(t) >= 600 for t in kept)  # drawn from the whole file, not its first 400 lines
+    assert text.record["file"]["non_blank"] == 1000
+    assert text.record["file"]["sampled"] == "400 of 1000 non-blank texts at random (seed 0)"
+    assert user_int8_text(tmp_path / "docs.txt").selection == text.selection  # the sample is seeded too
+    monkeypatch.setattr(int8_text, "MAX_TEXT_BYTES", 100)
+    _lines(tmp_path / "long.jsonl", [json.dumps({"text": "x" * 50}), json.dumps({"text": "y" * 200})])
+    with pytest.raises(ExportError, match="line 2 is longer than 100 bytes"):
+        list(read_user_texts(tmp_path / "long.jsonl"))
 
 
 def test_cjk_share_tells_chinese_from_english_vocabularies(tiny_model_dir: Path) -> None:
