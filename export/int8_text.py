@@ -160,10 +160,10 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
     with path.open("rb") as file:
         offset = 0
         for number in itertools.count(1):
-            raw = file.readline(MAX_TEXT_BYTES + 1)
+            raw = file.readline(MAX_TEXT_BYTES + 2)  # room for the line's end, "\r\n"
             if not raw:
                 return
-            if len(raw) > MAX_TEXT_BYTES:
+            if len(raw.rstrip(b"\r\n")) > MAX_TEXT_BYTES:
                 raise ExportError(
                     f"--int8-text {path}: line {number} is longer than {MAX_TEXT_BYTES:,} bytes; give one sentence "
                     "or passage per line"

@@ -92,6 +92,8 @@ def test_a_large_file_is_sampled_as_it_streams_and_a_huge_line_is_an_error(
     assert text.record["file"]["sampled"] == "400 of 1000 non-blank texts at random (seed 0)"
     assert user_int8_text(tmp_path / "docs.txt").selection == text.selection  # the sample is seeded too
     monkeypatch.setattr(int8_text, "MAX_TEXT_BYTES", 100)
+    (tmp_path / "edge.txt").write_bytes(b"a" * 100 + b"\r\n" + b"b" * 100)  # 100 bytes each: the limit
+    assert [len(t) for t in read_user_texts(tmp_path / "edge.txt")] == [100, 100]
     _lines(tmp_path / "long.jsonl", [json.dumps({"text": "x" * 50}), json.dumps({"text": "y" * 200})])
     with pytest.raises(ExportError, match="line 2 is longer than 100 bytes"):
         list(read_user_texts(tmp_path / "long.jsonl"))
