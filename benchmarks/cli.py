@@ -23,6 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="out/bench", help="output directory (default out/bench)")
     run.add_argument("--cache", default="out/bench-cache", help="exported models are kept here between runs")
     run.add_argument("--no-peers", dest="peers", action="store_false", help="skip FastEmbed even when installed")
+    run.add_argument(
+        "--int8-recipe",
+        default="auto",
+        help="MiniLM's int8 recipe (default auto: the export's own search); a recipe's name as a manifest records it "
+        "pins that graph, still judged against the budget (CI: the one README command 1's search chose)",
+    )
     load = commands.add_parser("serve-load", help="load-test `onnxbert serve` on 127.0.0.1 against in-process")
     load.add_argument("--model", default="minilm", choices=MODELS)
     load.add_argument("--concurrency", default="1,8,32,128", help="comma-separated client concurrency levels")
@@ -97,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         "adversarial", help="every hostile request of #16 at once against `onnxbert serve`; /health, RSS, drain"
     )
     hostile.add_argument("--model", default="minilm", choices=MODELS)
+    hostile.add_argument("--directory", default=None, help="serve this model directory instead of --model's export")
     hostile.add_argument("--seconds", type=float, default=20.0, help="how long the attacks run (default 20)")
     hostile.add_argument(
         "--quick", action="store_true", help="5 s, with 1 s head and body timeouts so slow-loris sockets cycle"
@@ -197,7 +204,7 @@ def _adversarial(args: argparse.Namespace) -> int:
     from benchmarks.adversarial import markdown, run_adversarial
     from benchmarks.models import prepare
 
-    directory = prepare(args.model, Path(args.cache)).directory
+    directory = Path(args.directory) if args.directory else prepare(args.model, Path(args.cache)).directory
     flags = ("--header-timeout", "1", "--body-timeout", "1") if args.quick else ()
     seconds = 5.0 if args.quick else args.seconds
     result = run_adversarial(directory, seconds, Path(args.out), args.model, flags)
@@ -223,6 +230,7 @@ def _suite(args: argparse.Namespace) -> int:
         quick=args.quick,
         cache=Path(args.cache),
         peers=args.peers,
+        int8_recipe=args.int8_recipe,
     )
     start = time.perf_counter()
     results = run_suite(settings)

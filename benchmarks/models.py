@@ -43,7 +43,8 @@ def _bert_base_checkpoint(target: Path) -> Path:
 
 def _current(directory: Path, int8_recipe: str) -> bool:
     """An export this version wrote: tokenizer_config.json (FastEmbed needs it), the current manifest format, an int8
-    recipe chosen with held-out text (pair-safe where `int8_recipe` is `auto`, else that recipe), packed twins."""
+    recipe chosen with held-out text as `int8_recipe` asks (searched and pair-safe for `auto`, else that recipe
+    pinned), packed twins."""
     from onnxbert.runtime import Manifest
     from onnxbert.runtime.manifest import FORMAT_VERSION
     from onnxbert.runtime.session import int8_fits_16_bits
@@ -57,13 +58,15 @@ def _current(directory: Path, int8_recipe: str) -> bool:
         and "text" in recipe
         # a cache exported before `auto` became pair-safe would time the plain graph as the default
         and (int8_fits_16_bits(recipe) if int8_recipe == "auto" else recipe.get("name") == int8_recipe)
+        and recipe.get("requested") == int8_recipe  # searched, or pinned: a pinned graph is no default's figure
         and all(v.packed is not None for v in manifest.variants.values())
     )
 
 
-def prepare(name: str, cache: Path) -> BenchModel:
-    """Export (once per cache directory) and return the model's paths."""
+def prepare(name: str, cache: Path, minilm_recipe: str = "auto") -> BenchModel:
+    """Export (once per cache directory) and return the model's paths; `minilm_recipe` pins MiniLM's int8 recipe."""
     from onnxbert.export import export_model
+    from onnxbert.export.int8_gate import parse_recipe
 
     if name == "minilm":
         checkpoint = minilm_checkpoint()
@@ -73,7 +76,7 @@ def prepare(name: str, cache: Path) -> BenchModel:
         raise SystemExit(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
     directory = cache / name / "model"
     # The random-weight model's quality means nothing: it gets the recipe the real model chose, with no budget.
-    quality, recipe = ("strict", "auto") if name == "minilm" else ("any", SPEED_RECIPE)
+    quality, recipe = ("strict", parse_recipe(minilm_recipe)) if name == "minilm" else ("any", SPEED_RECIPE)
     if not _current(directory, recipe):
         export_model(
             None if name == "minilm" else checkpoint,

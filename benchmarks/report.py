@@ -53,8 +53,9 @@ def _recipe_lines(model: dict[str, Any]) -> list[str]:
         return []
     recipe, gate = model["int8_recipe"], model["int8_recipe"]["gate"]
     budget = recipe["budget"]
+    how = "chosen" if recipe.get("requested", "auto").startswith("auto") else "pinned (--int8-recipe), judged"
     chosen = (
-        f"chosen at export under the budget mean cosine >= {budget['min_mean_cosine']}, top-10 >= "
+        f"{how} at export under the budget mean cosine >= {budget['min_mean_cosine']}, top-10 >= "
         f"{budget['min_top10']}, Spearman drop <= {budget['max_spearman_drop']}"
         if budget["min_mean_cosine"] >= 0
         else "pinned, no quality budget (random weights)"

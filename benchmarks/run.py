@@ -27,6 +27,7 @@ class Settings:
     quick: bool
     cache: Path
     peers: bool = True
+    int8_recipe: str = "auto"  # MiniLM's (bert-base always pins SPEED_RECIPE)
 
     @property
     def repeats(self) -> int:
@@ -42,7 +43,7 @@ def log(message: str) -> None:
 
 
 def _measure_model(name: str, settings: Settings, peaks: dict[str, float]) -> dict[str, Any]:
-    model = prepare(name, settings.cache)
+    model = prepare(name, settings.cache, settings.int8_recipe)
     config = json.loads((model.checkpoint / "config.json").read_text())
     systems = build_systems(model.checkpoint, model.directory, settings.threads, settings.peers)
     tokenizer = next(s for s in systems if s.name == "onnxbert-fp32").encoder  # type: ignore[attr-defined]
@@ -79,7 +80,7 @@ def _measure_model(name: str, settings: Settings, peaks: dict[str, float]) -> di
         }
     result["quality"] = _quality(systems, model.real_weights, settings.quick or not model.real_weights)
     recipe = Manifest.load(model.directory).variants["int8"].recipe
-    kept = ("name", "budget", "gate", "held_out", "text")
+    kept = ("name", "requested", "budget", "gate", "held_out", "text")
     result["int8_recipe"] = {key: recipe[key] for key in kept if key in recipe}
     if model.real_weights:
         log(f"{name}: int8 per kernel class (CPUID masked)")

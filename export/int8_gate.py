@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import platform
+import re
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,6 +52,7 @@ __all__ = [
     "calibration_tokens",
     "choose_int8",
     "parse_recipe",
+    "recipe_named",
 ]
 
 SPEED_TIE = 0.05  # measured speeds this close count as a tie (see _Search.fastest)
@@ -183,15 +185,52 @@ FALLBACK_BASES = {
 }
 
 
+_KEPT = re.compile(r"layer (\d+) (all|\w+(?:\+\w+)*)")  # one layer's part of a name `_fp32_name` writes
+
+
 def parse_recipe(value: str) -> str:
-    """'auto', 'auto-vnni' or one of the ladder's recipe names ('auto-pairsafe' is read as 'auto')."""
+    """'auto', 'auto-vnni', or a recipe's name as a manifest records it, in canonical form ('auto-pairsafe': 'auto').
+
+    A name is a ladder recipe's, optionally with projections kept in fp32: 'static+rows+outlier-pairsafe, layer 0
+    ffn_out fp32' pins what an earlier export's search chose.
+    """
     if value == AUTO_PAIR_SAFE:
         return AUTO
-    if value not in AUTO_RECIPES and value not in _RECIPES:
+    if value in AUTO_RECIPES:
+        return value
+    return recipe_named(value).name
+
+
+def recipe_named(name: str) -> Recipe:
+    """The recipe `name` names: a ladder recipe, optionally with projections in fp32 (`_fp32_name`'s form)."""
+    base_name, _, kept_text = name.partition(", ")
+    base = _RECIPES.get(base_name.strip())
+    if base is None:
         raise ExportError(
-            f"int8 recipe {value!r} not understood; choose {AUTO}, {AUTO_VNNI} or one of {', '.join(_RECIPES)}"
+            f"int8 recipe {name!r} not understood; choose {AUTO}, {AUTO_VNNI} or one of {', '.join(_RECIPES)}, "
+            "optionally with projections in fp32 as a manifest names them: '<recipe>, layer 0 ffn_out fp32'"
         )
-    return value
+    if not kept_text:
+        return base
+    parts = kept_text.strip().removesuffix(" fp32").split(", ")
+    found = [_KEPT.fullmatch(part) for part in parts]
+    kept = [
+        (int(match[1]), group)
+        for match in found
+        if match
+        for group in (GROUPS if match[2] == "all" else match[2].split("+"))
+    ]
+    if (
+        not kept_text.strip().endswith(" fp32")
+        or not all(found)
+        or not set(group for _, group in kept) <= set(GROUPS)
+        or len(set(kept)) != len(kept)
+    ):
+        raise ExportError(
+            f"int8 recipe {name!r}: after the recipe's name give the projections kept in fp32 as "
+            f"'layer N {'+'.join(GROUPS)} fp32' (any of them) or 'layer N all fp32', layers separated by ', '"
+        )
+    return replace(base, name=_fp32_name(base, kept), fp32_groups=tuple(sorted(kept)))
 
 
 def _line(name: str, figures: dict[str, Any]) -> str:
@@ -338,13 +377,14 @@ def _fp32_name(base: Recipe, kept: list[tuple[int, str]]) -> str:
 
 
 def _recipe_record(
-    recipe: Recipe, search: _Search, counts: dict[str, int], text: Int8Text, held_out: dict[str, Any]
+    recipe: Recipe, requested: str, search: _Search, counts: dict[str, int], text: Int8Text, held_out: dict[str, Any]
 ) -> dict[str, Any]:
     fp32_nodes = [t.node for t in search.targets if recipe.mode(t) == "fp32"]
     gate = search.tried[recipe.name]
     return {
         "method": "int8",
         **recipe.describe(),
+        "requested": requested,  # auto / auto-vnni: searched; else the name that pinned it
         # Speed is the exporting CPU's: int8 / fp32 depends on its int8 GEMM (onnxbert info shows the serving CPU's).
         "measured_on": {
             "cpu": cpu_model(),
@@ -400,7 +440,11 @@ def choose_int8(
         found = search.fastest(auto_ladder(recipe))
         found = found or search.fallback(search.closest(FALLBACK_BASES[recipe]))
     else:
-        found = search.fastest([_RECIPES[recipe]])
+        named = recipe_named(recipe)
+        missing = sorted(set(named.fp32_groups) - {(t.layer, t.group) for t in targets})
+        if missing:
+            raise ExportError(f"int8 recipe {recipe!r}: this model has no projection {missing} ({num_layers} layers)")
+        found = search.fastest([named])
     if found is None:
         raise VerificationError(
             f"no int8 recipe meets the quality budget {budget.describe()} on {parts['selection']['text']} and the "
@@ -427,4 +471,4 @@ def choose_int8(
                 + "]"
             )
     shutil.move(graph, target)
-    return _recipe_record(chosen, search, counts, text, held_out)
+    return _recipe_record(chosen, recipe, search, counts, text, held_out)

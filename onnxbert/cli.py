@@ -33,6 +33,13 @@ _INT8_RECIPES = (
 _INTERMIXED = ("embed", "embed-corpus")
 
 
+def _int8_recipe(value: str) -> str:
+    """An automatic choice or a name that starts with a ladder recipe's; export parses the fp32 projections after it."""
+    if value in ("auto", "auto-vnni", "auto-pairsafe") or value.partition(", ")[0] in _INT8_RECIPES:
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r}: choose auto, auto-vnni or one of {', '.join(_INT8_RECIPES)}")
+
+
 def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "export",
@@ -57,12 +64,15 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     parser.add_argument(
         "--int8-recipe",
-        choices=("auto", "auto-vnni", "auto-pairsafe", *_INT8_RECIPES),
+        type=_int8_recipe,
         default="auto",
-        help="auto: the fastest pair-safe recipe within --int8-quality on this CPU (with layers in fp32 if none "
+        metavar="RECIPE",
+        help="auto: the fastest pair-safe recipe within --int8-quality on this CPU (with projections in fp32 if none "
         "passes), a graph every x86 CPU runs exactly on its fast int8 kernel, AVX2 included (default; auto-pairsafe "
         "is the same); auto-vnni: the same among the plain recipes, for servers that all have VNNI or AMX (without "
-        "them it runs the exact, slower kernel); a name: only that one, still gated",
+        "them it runs the exact, slower kernel); a name (" + ", ".join(_INT8_RECIPES) + "): only that one, still "
+        "gated, with any projections an earlier export kept in fp32 as its manifest names them "
+        "('static+rows+outlier-pairsafe, layer 0 ffn_out fp32')",
     )
     parser.add_argument(
         "--int8-text",

@@ -179,7 +179,7 @@ def test_row_width_times_each_width_and_restores_the_runtime_default(tiny_model_
 
 def test_bench_cache_is_re_exported_when_the_default_int8_graph_changed(tiny_model_dir: Path, tmp_path: Path) -> None:
     """A cached export whose int8 graph is not what `prepare` would export now (the plain graph `auto` chose before
-    it became pair-safe) is not reused, or the suite would time an old graph as the default."""
+    it became pair-safe, or a pinned recipe) is not reused, or the suite would time another graph as the default."""
     from benchmarks.models import _current
 
     directory = tmp_path / "model"
@@ -191,5 +191,8 @@ def test_bench_cache_is_re_exported_when_the_default_int8_graph_changed(tiny_mod
     assert _current(directory, "static+rows") and not _current(directory, "auto")
 
     manifest["variants"]["int8"]["recipe"] |= {"name": "static+rows-pairsafe", "weight_pair_limit": 128}
+    (directory / "onnxbert.json").write_text(json.dumps(manifest))
+    assert not _current(directory, "auto")  # pinned, even if pair-safe: not what the default's search chose
+    manifest["variants"]["int8"]["recipe"]["requested"] = "auto"
     (directory / "onnxbert.json").write_text(json.dumps(manifest))
     assert _current(directory, "auto") and not _current(directory, "static+rows")

@@ -30,6 +30,7 @@ from onnxbert.export.int8_gate import (
     _Search,
     auto_ladder,
     parse_recipe,
+    recipe_named,
 )
 from onnxbert.export.judge import SPEED_ROUNDS
 from onnxbert.export.optimize import operator_counts
@@ -260,6 +261,34 @@ def test_the_default_int8_graph_is_pair_safe_and_auto_pairsafe_names_it(tiny_che
     assert recipe["weight_pair_limit"] == 128 and int8_fits_16_bits(recipe)
     info = subprocess.run([sys.executable, "-m", "onnxbert", "info", str(out)], capture_output=True, text=True)
     assert "on x86 CPUs without VNNI: u8 x s8: the weights' pairs cannot saturate" in info.stdout, info.stdout
+
+
+def test_a_recipe_named_as_a_manifest_names_it_pins_those_fp32_projections(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """What an earlier search chose can be exported again by its recorded name (canonical order), and only that."""
+    name = "static+rows-pairsafe, layer 1 ffn_out+qkv, layer 0 ffn_in fp32"
+    canonical = "static+rows-pairsafe, layer 0 ffn_in, layer 1 qkv+ffn_out fp32"
+    assert parse_recipe(name) == canonical and parse_recipe(canonical) == canonical
+    assert recipe_named("static+rows, layer 1 all fp32").fp32_groups == tuple(sorted((1, g) for g in GROUPS))
+    out = tmp_path / "model"
+    export_model(tiny_checkpoint, out, int8_quality="any", int8_recipe=name, progress=False)
+    recipe = Manifest.load(out).variants["int8"].recipe
+    assert recipe["name"] == canonical and not recipe["candidates"]  # judged alone: no search
+    assert sorted(map(tuple, recipe["fp32_groups"])) == [(0, "ffn_in"), (1, "ffn_out"), (1, "qkv")]
+    targets = find_targets(onnx.load(str(out / "model.onnx")), num_layers=2)
+    wanted = {t.node for t in targets if (t.layer, t.group) in {(0, "ffn_in"), (1, "ffn_out"), (1, "qkv")}}
+    assert set(recipe["excluded_nodes"]) == wanted
+    for bad, why in (
+        ("static+rows, layer 0 mlp fp32", "layer N qkv"),
+        ("static+rows, layer 0 qkv", "layer N qkv"),
+        ("static+rows, layer 0 qkv+qkv fp32", "layer N qkv"),
+        ("fastest, layer 0 qkv fp32", "not understood"),
+    ):
+        with pytest.raises(ExportError, match=why):
+            parse_recipe(bad)
+    with pytest.raises(ExportError, match=r"no projection \[\(2, 'qkv'\)\] \(2 layers\)"):
+        export_model(tiny_checkpoint, tmp_path / "x", int8_quality="any", int8_recipe="static, layer 2 qkv fp32")
 
 
 def test_excluded_layers_really_stay_fp32(tiny_export_dir: Path, tmp_path: Path) -> None:
