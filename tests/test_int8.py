@@ -261,6 +261,7 @@ def test_the_default_int8_graph_is_pair_safe_and_auto_pairsafe_names_it(tiny_che
     assert recipe["weight_pair_limit"] == 128 and int8_fits_16_bits(recipe)
     info = subprocess.run([sys.executable, "-m", "onnxbert", "info", str(out)], capture_output=True, text=True)
     assert "on x86 CPUs without VNNI: u8 x s8: the weights' pairs cannot saturate" in info.stdout, info.stdout
+    assert f"recipe {recipe['name']}, searched (auto): " in info.stdout and recipe["requested"] == "auto"
 
 
 def test_a_recipe_named_as_a_manifest_names_it_pins_those_fp32_projections(
