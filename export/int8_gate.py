@@ -223,7 +223,7 @@ def recipe_named(name: str) -> Recipe:
     if (
         not kept_text.strip().endswith(" fp32")
         or not all(found)
-        or not set(group for _, group in kept) <= set(GROUPS)
+        or not {group for _, group in kept} <= set(GROUPS)
         or len(set(kept)) != len(kept)
     ):
         raise ExportError(
@@ -426,6 +426,10 @@ def choose_int8(
     """
     say = judge.say
     targets = find_targets(onnx.load(str(fused), load_external_data=False), num_layers)
+    if recipe not in AUTO_RECIPES:  # a pinned name's projections must exist before minutes of calibration
+        missing = sorted(set(recipe_named(recipe).fp32_groups) - {(t.layer, t.group) for t in targets})
+        if missing:
+            raise ExportError(f"int8 recipe {recipe!r}: this model has no projection {missing} ({num_layers} layers)")
     tokens = calibration_tokens(judge.tokenizer, max_length, text.calibration)
     parts = text.record
     with say.step(
@@ -440,11 +444,7 @@ def choose_int8(
         found = search.fastest(auto_ladder(recipe))
         found = found or search.fallback(search.closest(FALLBACK_BASES[recipe]))
     else:
-        named = recipe_named(recipe)
-        missing = sorted(set(named.fp32_groups) - {(t.layer, t.group) for t in targets})
-        if missing:
-            raise ExportError(f"int8 recipe {recipe!r}: this model has no projection {missing} ({num_layers} layers)")
-        found = search.fastest([named])
+        found = search.fastest([recipe_named(recipe)])
     if found is None:
         raise VerificationError(
             f"no int8 recipe meets the quality budget {budget.describe()} on {parts['selection']['text']} and the "

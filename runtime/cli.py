@@ -139,10 +139,10 @@ def _int8_speed(recipe: dict[str, Any]) -> str:
     fits = int8_fits_16_bits(recipe)
     here = int8_kernel(platform.machine(), cpu_flags(), fits_16_bits=fits)
     # the graph serves every x86 CPU; which kernel those without VNNI run is a property of its weights
-    requested = recipe.get("requested", "auto")
-    how = f"searched ({requested})" if requested.startswith("auto") else "pinned by --int8-recipe"
+    requested = recipe.get("requested")  # absent from manifests written before it was recorded: no claim then
+    how = "" if requested is None else f", searched ({requested})" if requested.startswith("auto") else ", pinned"
     return (
-        f"recipe {recipe['name']}, {how}: {speed:.2f}x fp32 at export{slower} on {where}; int8 on this CPU: {here}; "
+        f"recipe {recipe['name']}{how}: {speed:.2f}x fp32 at export{slower} on {where}; int8 on this CPU: {here}; "
         f"on x86 CPUs without VNNI: {int8_kernel_without_vnni(fits)}"
     )
 

@@ -118,7 +118,7 @@ def test_int8_records_its_three_texts(tiny_export_dir: Path) -> None:
     line = next(line for line in info.stdout.splitlines() if "held-out chinese-reviews" in line)
     assert f"{held['chinese-reviews']['unknown_tokens']:.0%} of its tokens are [UNK] in this vocabulary" in line
     line = next(line for line in info.stdout.splitlines() if "x fp32 at export" in line)
-    assert line.strip().startswith("recipe static+rows, pinned by --int8-recipe: ")  # tiny_model.py pins it
+    assert line.strip().startswith("recipe static+rows, pinned: ")  # tiny_model.py pins it
     assert f"on {cpu_model()}, {recipe['measured_on']['int8_kernel']}; int8 on this CPU: " in line
     assert line.endswith(
         "on x86 CPUs without VNNI: exact u8 x u8 via session.x64quantprecision: u8 x s8 would saturate at 16 bits"
