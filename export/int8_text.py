@@ -18,7 +18,8 @@ reviews, Shakespeare's plays and Plone's French reported; for a vocabulary that 
 Daily) to calibrate, Chinese reviews to choose, other People's Daily sentences gated and Python's documentation
 reported.
 `--int8-text FILE` uses the user's own text instead (text lines, JSONL or Parquet), streamed and sampled down to
-USER_TEXT_SAMPLE texts, split three ways at random (seed 0), its held-out part gated.
+USER_TEXT_SAMPLE texts of at most MAX_KEPT_CHARS characters each, split three ways at random (seed 0), its held-out
+part gated.
 """
 
 from __future__ import annotations
@@ -59,7 +60,11 @@ SELECTION_SENTENCES = 3000  # bounds export time: every candidate is embedded ov
 MIN_USER_TEXTS = 300
 # A larger --int8-text file is sampled while it streams: export memory stays bounded by the sample, not the file.
 USER_TEXT_SAMPLE = 20_000
-MAX_TEXT_BYTES = 1 << 20  # one line or JSONL record; longer is an error, not a read of unbounded size
+MAX_TEXT_BYTES = 1 << 20  # one line, JSONL record or Parquet value; longer is an error, not a read of unbounded size
+# A kept text is cut to this many characters, so the sample stays within USER_TEXT_SAMPLE times it (not times
+# MAX_TEXT_BYTES: 20 GB); 8 characters per token for 512 tokens, more than ordinary text needs, so the model reads
+# the same tokens as before the cut.
+MAX_KEPT_CHARS = 4096
 CJK_VOCABULARY = 0.5  # a vocabulary with more than this share of CJK entries gets the Chinese default
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 # Why a default held-out text is measured and reported instead of gated (the module docstring has the figures).
@@ -197,6 +202,7 @@ def _jsonl_texts(path: Path, field: str) -> Iterator[str]:
 def _parquet_texts(path: Path, field: str) -> Iterator[str]:
     try:
         import pyarrow
+        import pyarrow.compute
         import pyarrow.parquet as pq
     except ImportError as error:
         raise ExportError(f"reading {path} needs pyarrow: pip install pyarrow") from error
@@ -205,35 +211,51 @@ def _parquet_texts(path: Path, field: str) -> Iterator[str]:
         columns = table.schema_arrow.names
         if field not in columns:
             raise ExportError(f"{path} has no column {field!r} (columns: {columns}); pass --int8-text-field")
+        kind = table.schema_arrow.field(field).type
+        if not (pyarrow.types.is_string(kind) or pyarrow.types.is_large_string(kind)):
+            raise ExportError(f"{path} column {field!r} holds {kind}, not text; pass --int8-text-field")
+        rows = 0
         for batch in table.iter_batches(batch_size=4096, columns=[field]):  # only the column int8 reads
-            yield from (str(value) for value in batch.column(0).to_pylist() if value is not None)
+            column = batch.column(0)
+            too_long = pyarrow.compute.greater(pyarrow.compute.binary_length(column), MAX_TEXT_BYTES)
+            if pyarrow.compute.any(too_long).as_py():
+                row = rows + pyarrow.compute.index(too_long, True).as_py() + 1
+                raise ExportError(
+                    f"--int8-text {path}: row {row} of {field!r} is longer than {MAX_TEXT_BYTES:,} bytes; give one "
+                    "sentence or passage per row"
+                )
+            rows += len(column)
+            yield from (value for value in column.to_pylist() if value is not None)
     except pyarrow.ArrowException as error:
         raise ExportError(f"--int8-text {path} is not a readable Parquet file: {error}") from None
 
 
-def _sample(texts: Iterable[str]) -> tuple[list[str], int]:
-    """Up to USER_TEXT_SAMPLE of the non-blank `texts` (stripped), and how many non-blank texts there were.
+def _sample(texts: Iterable[str]) -> tuple[list[str], int, int]:
+    """Up to USER_TEXT_SAMPLE non-blank `texts`, stripped and cut to MAX_KEPT_CHARS; how many were read, how many cut.
 
     Each text is equally likely to be kept (reservoir sampling, seed 0); when all fit, all are kept in order.
     """
     kept: list[str] = []
     draw = random.Random(0)
-    read = 0
+    read = long = 0
     for text in texts:
         text = text.strip()
         if not text:
             continue
         read += 1
+        if len(text) > MAX_KEPT_CHARS:
+            long += 1
+            text = text[:MAX_KEPT_CHARS]
         if len(kept) < USER_TEXT_SAMPLE:
             kept.append(text)
         elif (slot := draw.randrange(read)) < USER_TEXT_SAMPLE:
             kept[slot] = text
-    return kept, read
+    return kept, read, long
 
 
 def user_int8_text(path: Path, field: str = "text") -> Int8Text:
     """The user's file split at random (seed 0) into calibration, held-out and selection parts."""
-    sample, read = _sample(read_user_texts(path, field))
+    sample, read, long = _sample(read_user_texts(path, field))
     texts = list(dict.fromkeys(sample))
     if len(texts) < MIN_USER_TEXTS:
         raise ExportError(
@@ -256,6 +278,9 @@ def user_int8_text(path: Path, field: str = "text") -> Int8Text:
     record["file"] = {"name": path.name, "sha256": digest.hexdigest(), "texts": len(texts), "non_blank": read}
     if read > len(sample):
         record["file"]["sampled"] = f"{len(sample)} of {read} non-blank texts at random (seed 0)"
+    if long:
+        most = f"{MAX_KEPT_CHARS:,}"
+        record["file"]["cut"] = f"{long} of {read} non-blank texts over {most} characters: their first {most} used"
     return Int8Text("user", calibration, selection, {"user": held}, ("user",), record)
 
 

@@ -79,8 +79,8 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="FILE",
         default=None,
         help="your text for int8 (a text file, one per line; .jsonl; or .parquet), at least 300 texts (a sample of "
-        "20,000 from a larger file): split at random into calibration, selection and held-out parts (default: STS-B "
-        "English, or Chinese news and reviews for a mostly-CJK vocabulary)",
+        "20,000 from a larger file; each text's first 4,096 characters): split at random into calibration, selection "
+        "and held-out parts (default: STS-B English, or Chinese news and reviews for a mostly-CJK vocabulary)",
     )
     parser.add_argument("--int8-text-field", default="text", help="JSONL key / Parquet column of --int8-text")
     parser.add_argument("--force", action="store_true", help="replace an existing non-empty DIR")

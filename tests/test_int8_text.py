@@ -97,6 +97,32 @@ def test_a_large_file_is_sampled_as_it_streams_and_a_huge_line_is_an_error(
     _lines(tmp_path / "long.jsonl", [json.dumps({"text": "x" * 50}), json.dumps({"text": "y" * 200})])
     with pytest.raises(ExportError, match="line 2 is longer than 100 bytes"):
         list(read_user_texts(tmp_path / "long.jsonl"))
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    # The limit counts bytes: 60 characters of "é" are 120 bytes.
+    pq.write_table(pa.table({"text": ["ok"] * 5 + ["é" * 60], "n": list(range(6))}), tmp_path / "long.parquet")
+    with pytest.raises(ExportError, match="row 6 of 'text' is longer than 100 bytes"):
+        list(read_user_texts(tmp_path / "long.parquet"))
+    with pytest.raises(ExportError, match="column 'n' holds int64, not text"):
+        list(read_user_texts(tmp_path / "long.parquet", "n"))
+
+
+def test_kept_texts_are_cut_so_the_sample_has_a_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxbert.export import int8_text
+
+    monkeypatch.setattr(int8_text, "MAX_KEPT_CHARS", 100)
+    texts = python_docs(400)
+    long = [t for t in texts if len(t) > 100]
+    assert 0 < len(long) < len(texts)
+    text = user_int8_text(_lines(tmp_path / "docs.txt", texts))
+    kept = [*text.calibration, *text.held_out["user"], *text.selection.sentences]
+    assert max(len(t) for t in kept) == 100
+    assert {t[:100] for t in texts} == set(kept)  # a cut text is its beginning
+    cut = text.record["file"]["cut"]
+    assert cut == f"{len(long)} of 400 non-blank texts over 100 characters: their first 100 used"
+    short = user_int8_text(_lines(tmp_path / "short.txt", [t[:100] for t in texts]))  # 100 is within the limit
+    assert "cut" not in short.record["file"]
 
 
 def test_cjk_share_tells_chinese_from_english_vocabularies(tiny_model_dir: Path) -> None:
