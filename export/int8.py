@@ -324,7 +324,7 @@ def quantize(
         else:
             _rewrite(rw, node, target, plans[target.node], recipe, calibration, cache)
     del model.graph.node[:]
-    model.graph.node.extend(rw.nodes)
+    model.graph.node.extend(_gelu_bias_into_matmul(rw.nodes))
     used = {name for node in model.graph.node for name in node.input}
     kept = [init for init in model.graph.initializer if init.name in used]  # the float weights now replaced
     del model.graph.initializer[:]
@@ -346,6 +346,34 @@ def quantize(
     if recipe.weight_pair_limit is not None:
         _check_pairs(model, recipe.weight_pair_limit)
     return dict(counts)
+
+
+def _gelu_bias_into_matmul(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
+    """BiasGelu after an int8 MatMul becomes the MatMul's own bias input and a plain Gelu: ~3x faster Gelu nodes.
+
+    The same arithmetic up to float rounding (the bias joins before the exact channels' Add, not after it): onnxruntime
+    1.32's BiasGelu kernel runs ~3x slower than its Gelu on the int8 MatMul's output. A row-scaled MatMul (`rows`)
+    feeds a Mul, not the BiasGelu, and keeps it: its bias must come after the scale.
+    """
+    producer = {name: node for node in nodes for name in node.output}
+    readers = collections.Counter(name for node in nodes for name in node.input)
+    kept: list[onnx.NodeProto] = []
+    for node in nodes:
+        source = producer.get(node.input[0]) if node.op_type == "BiasGelu" else None
+        matmul = producer.get(source.input[0]) if source is not None and source.op_type == "Add" else source
+        if (
+            source is None
+            or matmul is None
+            or matmul.op_type != "MatMulIntegerToFloat"
+            or len(matmul.input) > 5  # it has a bias already
+            or readers[matmul.output[0]] != 1
+            or readers[source.output[0]] != 1
+        ):
+            kept.append(node)
+            continue
+        matmul.input.extend(["", node.input[1]])  # no weight zero point; the bias
+        kept.append(helper.make_node("Gelu", [node.input[0]], list(node.output), domain=_MS, name=node.name))
+    return kept
 
 
 def _check_pairs(model: onnx.ModelProto, limit: int) -> None:

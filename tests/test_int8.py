@@ -353,6 +353,46 @@ def test_outlier_channels_run_in_fp32_beside_the_int8_matmul(tiny_export_dir: Pa
         Recipe("bad", outlier.modes, fp32_channels=17)
 
 
+def test_gelu_bias_moves_into_the_int8_matmul_and_changes_nothing_but_rounding(
+    tiny_export_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onnxbert.export import int8
+
+    fused = tiny_export_dir / "model.onnx"
+    targets = find_targets(onnx.load(str(fused)), num_layers=2)
+    tokenizer = TextTokenizer(tiny_export_dir / "tokenizer.json", max_length=64)
+    tokens = tokenizer.encode(["the man is playing guitar .", "hello world", "a woman is slicing an onion ."])
+    stats = calibrate(fused, targets, tokens, pad_id=0)
+    biases = {n.output[0]: n.input[1] for n in onnx.load(str(fused)).graph.node if n.op_type == "BiasGelu"}
+    rows_in = Recipe("rows ffn_in", {"qkv": "static", "attention_output": "rows", "ffn_in": "rows", "ffn_out": "rows"})
+    ladder = {r.name: r for r in LADDER}
+    for recipe in (ladder["static+rows+outlier"], ladder["static+rows"], rows_in):
+        quantize(fused, tmp_path / "folded.onnx", recipe, targets, stats)
+        graph = onnx.load(str(tmp_path / "folded.onnx")).graph
+        producer = {out: node for node in graph.node for out in node.output}
+        gelus = [node for node in graph.node if node.op_type in ("Gelu", "BiasGelu")]
+        assert len(gelus) == 2
+        for gelu in gelus:
+            if recipe is rows_in:  # the row scale comes between: the bias stays after it
+                assert gelu.op_type == "BiasGelu"
+                continue
+            assert (gelu.op_type, gelu.domain) == ("Gelu", "com.microsoft")
+            source = producer[gelu.input[0]]
+            matmul = producer[source.input[0]] if source.op_type == "Add" else source
+            assert matmul.op_type == "MatMulIntegerToFloat" and matmul.input[6] == biases[gelu.output[0]]
+        with monkeypatch.context() as patch:
+            patch.setattr(int8, "_gelu_bias_into_matmul", lambda nodes: nodes)
+            quantize(fused, tmp_path / "unfolded.onnx", recipe, targets, stats)
+        feeds = {"input_ids": tokens.ids[0][None], "attention_mask": np.ones((1, len(tokens.ids[0])), np.int64)}
+        runs = []
+        for graph_path in (tmp_path / "unfolded.onnx", tmp_path / "folded.onnx"):
+            session = create_session(graph_path, provider=Provider.CPU, threads=1, memory_arena=True)
+            wanted = {i.name for i in session.get_inputs()}
+            full = {**feeds, "token_type_ids": np.zeros_like(feeds["input_ids"])}
+            runs.append(session.run(None, {k: v for k, v in full.items() if k in wanted})[0][0])
+        np.testing.assert_allclose(runs[1], runs[0], atol=1e-4)
+
+
 def test_recipes_refuse_what_the_graph_cannot_do() -> None:
     with pytest.raises(ValueError, match="qkv cannot use 'rows'"):
         Recipe("bad", dict.fromkeys(["qkv", "attention_output", "ffn_in", "ffn_out"], "rows"))
