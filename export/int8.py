@@ -349,11 +349,11 @@ def quantize(
 
 
 def _gelu_bias_into_matmul(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
-    """BiasGelu after an int8 MatMul becomes the MatMul's own bias input and a plain Gelu: ~3x faster Gelu nodes.
+    """BiasGelu after an int8 MatMul becomes the MatMul's own bias input and a plain Gelu.
 
-    The same arithmetic up to float rounding (the bias joins before the exact channels' Add, not after it): onnxruntime
-    1.32's BiasGelu kernel runs ~3x slower than its Gelu on the int8 MatMul's output. A row-scaled MatMul (`rows`)
-    feeds a Mul, not the BiasGelu, and keeps it: its bias must come after the scale.
+    The same arithmetic up to float rounding (the bias joins before the exact channels' Add, not after it), but
+    onnxruntime 1.32's BiasGelu kernel runs ~3x slower than its Gelu on the int8 MatMul's output. A row-scaled MatMul
+    (`rows`) feeds a Mul, not the BiasGelu, and keeps it: its bias must come after the scale.
     """
     producer = {name: node for node in nodes for name in node.output}
     readers = collections.Counter(name for node in nodes for name in node.input)
@@ -365,7 +365,7 @@ def _gelu_bias_into_matmul(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
             source is None
             or matmul is None
             or matmul.op_type != "MatMulIntegerToFloat"
-            or len(matmul.input) > 5  # it has a bias already
+            or len(matmul.input) > 5  # a weight zero point or bias of its own
             or readers[matmul.output[0]] != 1
             or readers[source.output[0]] != 1
         ):

@@ -61,9 +61,8 @@ MIN_USER_TEXTS = 300
 # A larger --int8-text file is sampled while it streams: export memory stays bounded by the sample, not the file.
 USER_TEXT_SAMPLE = 20_000
 MAX_TEXT_BYTES = 1 << 20  # one line, JSONL record or Parquet value; longer is an error, not a read of unbounded size
-# A kept text is cut to this many characters, so the sample stays within USER_TEXT_SAMPLE times it (not times
-# MAX_TEXT_BYTES: 20 GB). Ordinary text spends under 8 characters a token, so for it the cut keeps every token a
-# 512-token BERT reads.
+# A kept text is cut to this many characters, so the sample stays within USER_TEXT_SAMPLE times it, not times
+# MAX_TEXT_BYTES; ordinary text spends under 8 characters a token, so the cut keeps every token a 512-token BERT reads.
 MAX_KEPT_CHARS = 4096
 CJK_VOCABULARY = 0.5  # a vocabulary with more than this share of CJK entries gets the Chinese default
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
