@@ -105,21 +105,25 @@ def _spread(order: list[int], sizes: list[int], k: int) -> tuple[int, list[list[
 def _best_fit_rows(lengths: Int64Array, row_tokens: int) -> list[Int64Array]:
     """Best-fit decreasing: a row opened by a text of n tokens holds max(row_tokens, n).
 
-    Later texts go to the row they fill best.
+    Later texts go to the row they fill best (the lowest-numbered on a tie). Open rows wait in one heap per count of
+    free tokens (fewer than row_tokens), so a text looks at most row_tokens heaps, not every row: linear in the texts
+    (scanning every row took 2 s for 100,000 texts).
     """
-    order = np.argsort(-lengths, kind="stable")
-    free = np.full(0, -1, dtype=np.int64)  # free[r]: tokens still free in row r
+    order = np.argsort(-lengths, kind="stable").tolist()
+    sizes = lengths.tolist()
+    waiting: list[list[int]] = [[] for _ in range(row_tokens)]  # waiting[f]: rows with f tokens free, a heap
     rows: list[list[int]] = []
     for text in order:
-        need = int(lengths[text])
-        fits = np.flatnonzero(free >= need)
-        if fits.size:
-            best = int(fits[np.argmin(free[fits])])
-            free[best] -= need
-            rows[best].append(int(text))
+        need = sizes[text]
+        free = next((f for f in range(need, row_tokens) if waiting[f]), None)
+        if free is None:
+            row, free = len(rows), max(row_tokens, need)
+            rows.append([text])
         else:
-            free = np.append(free, max(row_tokens, need) - need)
-            rows.append([int(text)])
+            row = heapq.heappop(waiting[free])
+            rows[row].append(text)
+        if free > need:
+            heapq.heappush(waiting[free - need], row)
     return [np.asarray(members, dtype=np.int64) for members in rows]
 
 
@@ -162,7 +166,8 @@ def plan_layouts(
     """
     lengths = tokens.lengths
     rows = pack_rows(lengths) if packed else [np.array([i], dtype=np.int64) for i in range(len(lengths))]
-    widths = np.array([int(lengths[members].sum()) for members in rows], dtype=np.int64)
+    counts = np.array([len(members) for members in rows], dtype=np.int64)
+    widths = np.add.reduceat(lengths[np.concatenate(rows)], np.cumsum(counts) - counts) if rows else counts
     for run in plan_batches(widths, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size):
         yield layout(tokens, [rows[i] for i in run], pad_id, packing_inputs=packing_inputs)
 
@@ -173,15 +178,31 @@ def segment_pool(hidden: Float32Array, run: Layout, method: str) -> Float32Array
     first = run.row * run.width + run.start
     if method == "cls":
         return np.ascontiguousarray(flat[first], dtype=np.float32)
+    if method == "mean":
+        return _segment_means(hidden, run)
     # reduceat over [first, end) of each text: texts never overlap, so sorted starts and ends interleave.
     order = np.argsort(first, kind="stable")
     bounds = np.stack([first[order], first[order] + run.length[order]], axis=1).reshape(-1)
     if bounds[-1] == len(flat):
         bounds = bounds[:-1]  # reduceat's last segment runs to the end anyway (and B * T is not a valid index)
-    ufunc = np.maximum if method == "max" else np.add
-    reduced = ufunc.reduceat(flat, bounds, axis=0)[::2]  # (n, H) in `order`
+    reduced = np.maximum.reduceat(flat, bounds, axis=0)[::2]  # (n, H) in `order`
     out = np.empty_like(reduced)
     out[order] = reduced
-    if method == "mean":
-        out /= run.length[:, None].astype(np.float32)
     return out.astype(np.float32, copy=False)
+
+
+def _segment_means(hidden: Float32Array, run: Layout) -> Float32Array:
+    """Each text's mean as one batched GEMM: a (B, S, T) 0/1 matrix, S texts per row at most, times (B, T, H).
+
+    ~3x faster than add.reduceat over the flat output (STS-B dev through MiniLM: 10 against 28 ms).
+    """
+    texts, tokens = len(run.index), int(run.length.sum())
+    per_row = np.bincount(run.row, minlength=hidden.shape[0])
+    slot = np.empty(texts, dtype=np.int64)  # each text's place among its row's texts
+    slot[np.argsort(run.row, kind="stable")] = np.arange(texts) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+    offset = np.arange(tokens) - np.repeat(np.cumsum(run.length) - run.length, run.length)  # token within its text
+    picks = np.zeros((hidden.shape[0], int(per_row.max(initial=1)), hidden.shape[1]), dtype=np.float32)
+    picks[np.repeat(run.row, run.length), np.repeat(slot, run.length), np.repeat(run.start, run.length) + offset] = 1
+    sums = np.matmul(picks, hidden)[run.row, slot]  # (n, H) in `run.index` order
+    means: Float32Array = sums / np.maximum(run.length, 1)[:, None].astype(np.float32)  # an empty text: zeros
+    return means

@@ -30,6 +30,31 @@ def test_pack_rows_places_every_text_once_within_row_width() -> None:
     assert len(rows) <= int(np.ceil(lengths.sum() / 64)) + int((lengths > 32).sum())  # far fewer rows than texts
 
 
+def test_best_fit_takes_the_fullest_row_that_fits() -> None:
+    """Each text (longest first) joins the open row it fills best, the lowest-numbered on a tie: the bucketed search
+    matches a scan of every row."""
+
+    def scan(lengths: np.ndarray, row_tokens: int) -> list[list[int]]:
+        rows: list[list[int]] = []
+        free: list[int] = []
+        for text in np.argsort(-lengths, kind="stable").tolist():
+            need = int(lengths[text])
+            fits = [row for row, left in enumerate(free) if left >= need]
+            if fits:
+                row = min(fits, key=lambda row: free[row])
+                rows[row].append(text)
+                free[row] -= need
+            else:
+                rows.append([text])
+                free.append(max(row_tokens, need) - need)
+        return rows
+
+    rng = np.random.default_rng(4)
+    for row_tokens, longest in [(32, 40), (32, 12), (64, 150), (16, 5)]:
+        lengths = rng.integers(1, longest, size=900)  # over BALANCED_TOKENS: best-fit rows
+        assert [m.tolist() for m in pack_rows(lengths, row_tokens=row_tokens)] == scan(lengths, row_tokens)
+
+
 def test_small_calls_get_balanced_rows() -> None:
     # Rows of 64 would take three (30+30, 20+20+10+10, 10+10): 3 x 60 cells. Balanced: two rows of 70.
     lengths = np.array([30, 30, 20, 20, 10, 10, 10, 10])
@@ -68,11 +93,13 @@ def test_layout_restarts_positions_and_masks_out_neighbours() -> None:
 
 
 @pytest.mark.parametrize("method", ["cls", "mean", "max"])
-def test_segment_pool_uses_each_texts_own_tokens(method: str) -> None:
-    lengths = [7, 1, 30, 12, 64, 3]
+@pytest.mark.parametrize("texts", ["few", "many", "padded"])
+def test_segment_pool_uses_each_texts_own_tokens(method: str, texts: str) -> None:
+    """Balanced rows (a small call), best-fit rows of several texts each, and one text per row."""
+    lengths = [7, 1, 30, 12, 64, 3] if texts == "few" else np.random.default_rng(5).integers(1, 40, 120).tolist()
     tokens = fake_tokens(lengths)
     for run in plan_layouts(
-        tokens, packed=True, packing_inputs=True, max_batch_tokens=8192, max_batch_size=32, pad_id=0
+        tokens, packed=texts != "padded", packing_inputs=True, max_batch_tokens=1024, max_batch_size=32, pad_id=0
     ):
         hidden = np.random.default_rng(1).standard_normal((*run.feeds["input_ids"].shape, 5)).astype(np.float32)
         got = segment_pool(hidden, run, method)
