@@ -109,6 +109,12 @@ class TextTokenizer:
             )
         ids = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
         lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
+        if lengths.size and not lengths.min():  # BERT's [CLS] [SEP] make every text at least 2 tokens
+            index = int(np.argmin(lengths))
+            raise ValueError(
+                f"texts[{index}] has no tokens: this tokenizer adds no special tokens and leaves nothing of the text "
+                "(empty, or only characters it removes); give it some text"
+            )
         spans = [list(e.offsets) for e in encodings] if offsets else None
         strings = [list(e.tokens) for e in encodings] if offsets else None
         return Tokenized(ids=ids, lengths=lengths, truncated=truncated, offsets=spans, tokens=strings)

@@ -143,7 +143,7 @@ def check_inputs(inputs: str | list[str], *, max_inputs: int, max_chars: int, fi
 def _tokenize(encoder: Encoder, texts: list[str], *, truncate: bool, offsets: bool, field: str) -> Tokenized:
     try:
         return encoder.tokenize(texts, truncate=truncate, offsets=offsets)
-    except ValueError as error:  # a lone surrogate, or a text over max_length with truncate=false
+    except ValueError as error:  # a lone surrogate, a text over max_length with truncate=false, one with no tokens
         raise ApiError(422, str(error).replace("texts[", f"{field}["), "Validation") from None
 
 

@@ -129,6 +129,22 @@ def test_empty_list_and_empty_strings(tiny_model_dir: Path) -> None:
         np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-6)  # whitespace normalizes away
 
 
+def test_a_text_without_tokens_is_a_value_error(model_copy: Path) -> None:
+    """A tokenizer without [CLS] [SEP] leaves an empty text no tokens: an error naming it, never a crash or padding."""
+    tokenizer = json.loads((model_copy / "tokenizer.json").read_text(encoding="utf-8"))
+    tokenizer["post_processor"] = None
+    (model_copy / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+    for packing in (True, False):
+        encoder = Encoder(model_copy, verify_hashes=False, packing=packing)
+        assert encoder.embed(["hello", "dog"]).shape == (2, 32)
+        for texts in (["hello", ""], [" "]):
+            for pooling in ("cls", "mean", "max"):
+                with pytest.raises(ValueError, match=rf"texts\[{len(texts) - 1}\] has no tokens"):
+                    encoder.embed(texts, pooling=pooling)
+            with pytest.raises(ValueError, match="has no tokens"):
+                encoder.encode(texts)
+
+
 def test_single_string_and_dtype(tiny_model_dir: Path) -> None:
     encoder = Encoder(tiny_model_dir)
     vector = encoder.embed("hello world")
