@@ -29,7 +29,7 @@ from .convert import export_graph, load_model
 from .errors import ExportError
 from .family import family_of
 from .int8_gate import Int8Budget, choose_int8
-from .int8_text import int8_text
+from .int8_text import Int8Text, default_int8_text
 from .judge import Judge
 from .optimize import GraphShape, check_fusions, fuse, fusion_counts, operator_counts, to_fp16
 from .progress import Progress
@@ -57,13 +57,12 @@ class Built:
 class Int8Options:
     """What int8 must keep of fp32, which recipe to try ('auto': fastest within budget), and with what text.
 
-    `text_file`: the user's text (None: the default for the model's language, export/int8_text.py).
+    `user_text`: the user's text, read and split (None: the default for the model's language, export/int8_text.py).
     """
 
     budget: Int8Budget
     recipe: str = "auto"
-    text_file: Path | None = None
-    text_field: str = "text"
+    user_text: Int8Text | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,7 @@ def _build_variant(name: str, directory: Path, work: _Work, int8: Int8Options) -
         recipe = {"method": "fp32", "skip_layernorm": "split"}
     elif name == "int8":
         tokenizer = directory / work.base.tokenizer.file
-        text = int8_text(Tokenizer.from_file(str(tokenizer)), int8.text_file, int8.text_field)
+        text = int8.user_text or default_int8_text(Tokenizer.from_file(str(tokenizer)))
         judge = Judge(
             work.scratch / "int8",
             work.base,

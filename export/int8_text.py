@@ -49,7 +49,6 @@ __all__ = [
     "check_int8_text",
     "cjk_share",
     "default_int8_text",
-    "int8_text",
     "read_user_texts",
     "user_int8_text",
 ]
@@ -253,7 +252,11 @@ def _sample(texts: Iterable[str]) -> tuple[list[str], int, int]:
 
 
 def user_int8_text(path: Path, field: str = "text") -> Int8Text:
-    """The user's file split at random (seed 0) into calibration, held-out and selection parts."""
+    """The user's file split at random (seed 0) into calibration, held-out and selection parts.
+
+    The manifest's sha256 is of the file as it was read: a file that changes meanwhile is an error.
+    """
+    before = _identity(path)
     sample, read, long = _sample(read_user_texts(path, field))
     texts = list(dict.fromkeys(sample))
     if len(texts) < MIN_USER_TEXTS:
@@ -274,6 +277,8 @@ def user_int8_text(path: Path, field: str = "text") -> Int8Text:
     with path.open("rb") as file:
         for chunk in iter(lambda: file.read(1 << 20), b""):
             digest.update(chunk)
+    if _identity(path) != before:
+        raise ExportError(f"--int8-text {path} changed while it was read; export again once it is complete")
     record["file"] = {"name": path.name, "sha256": digest.hexdigest(), "texts": len(texts), "non_blank": read}
     if read > len(sample):
         record["file"]["sampled"] = f"{len(sample)} of {read} non-blank texts at random (seed 0)"
@@ -283,17 +288,22 @@ def user_int8_text(path: Path, field: str = "text") -> Int8Text:
     return Int8Text("user", calibration, selection, {"user": held}, ("user",), record)
 
 
-def check_int8_text(path: Path | None, field: str = "text") -> None:
-    """Every text int8 may need is there: missing is an error now, not after minutes of export."""
+def _identity(path: Path) -> tuple[int, int, int, int]:
+    """What changes when a file is rewritten or replaced: device, inode, size, modification time."""
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def check_int8_text(path: Path | None, field: str = "text") -> Int8Text | None:
+    """Every text int8 may need is there: missing is an error now, not after minutes of export.
+
+    Returns the user's text, read and split (the export uses it as read here); None for the default text, which the
+    export reads once it knows the model's vocabulary.
+    """
     if path is not None:
-        user_int8_text(path, field)
-        return
+        return user_int8_text(path, field)
     sts_pairs("train")
     sts_pairs("dev")
     for source in (python_docs, chinese_reviews, peoples_daily, shakespeare, plone_french):
         source(1)
-
-
-def int8_text(tokenizer: Tokenizer, path: Path | None, field: str = "text") -> Int8Text:
-    """The user's text when given, else the default for the tokenizer's language."""
-    return user_int8_text(path, field) if path is not None else default_int8_text(tokenizer)
+    return None

@@ -103,11 +103,11 @@ def export_model(
 
     wanted = parse_variants(variants)
     text_file = Path(int8_text) if int8_text is not None else None
-    int8 = Int8Options(Int8Budget.parse(int8_quality), parse_recipe(int8_recipe), text_file, int8_text_field)
-    if "int8" in wanted:
-        check_int8_text(text_file, int8_text_field)
-    elif text_file is not None:
+    if "int8" not in wanted and text_file is not None:
         raise ExportError("--int8-text is for the int8 variant, which --variants does not ask for")
+    budget, recipe = Int8Budget.parse(int8_quality), parse_recipe(int8_recipe)
+    user_text = check_int8_text(text_file, int8_text_field) if "int8" in wanted else None  # read once, here
+    int8 = Int8Options(budget, recipe, user_text)
     if opset < 17:
         raise ExportError(f"--opset {opset} is too old; the fused graph needs opset >= 17")
     target = Path(output).resolve()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -130,8 +131,38 @@ def test_cjk_share_tells_chinese_from_english_vocabularies(tiny_model_dir: Path)
     assert 0.2 < cjk_share(english) < 0.5
 
 
-def test_export_with_user_text_judges_on_it(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_a_file_that_changes_while_read_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The manifest's sha256 must be of the text that was used: a file rewritten mid-read is refused."""
+    from onnxbert.export import int8_text
+
     source = _lines(tmp_path / "docs.txt", python_docs(400))
+    sample = int8_text._sample
+
+    def appended_meanwhile(texts: Iterable[str]) -> tuple[list[str], int, int]:
+        found = sample(texts)
+        with source.open("a", encoding="utf-8") as file:
+            file.write("One more sentence, written while the export read the file.\n")
+        return found
+
+    monkeypatch.setattr(int8_text, "_sample", appended_meanwhile)
+    with pytest.raises(ExportError, match="changed while it was read"):
+        user_int8_text(source)
+
+
+def test_export_with_user_text_judges_on_it(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onnxbert.export import int8_text
+
+    source = _lines(tmp_path / "docs.txt", python_docs(400))
+    reads: list[Path] = []
+    read = int8_text.read_user_texts
+
+    def counted(path: Path, field: str = "text") -> Iterator[str]:
+        reads.append(path)
+        return read(path, field)
+
+    monkeypatch.setattr(int8_text, "read_user_texts", counted)
     code = cli_main(
         [
             "export",
@@ -145,6 +176,7 @@ def test_export_with_user_text_judges_on_it(tiny_checkpoint: Path, tmp_path: Pat
         ]
     )
     assert code == 0
+    assert reads == [source]  # checked up front and used as read then: one pass over the file, not two
     recipe = Manifest.load(tmp_path / "out").variants["int8"].recipe
     split = user_int8_text(source)
     assert recipe["text"]["file"]["name"] == "docs.txt"
