@@ -204,5 +204,5 @@ def _segment_means(hidden: Float32Array, run: Layout) -> Float32Array:
     picks = np.zeros((hidden.shape[0], int(per_row.max(initial=1)), hidden.shape[1]), dtype=np.float32)
     picks[np.repeat(run.row, run.length), np.repeat(slot, run.length), np.repeat(run.start, run.length) + offset] = 1
     sums = np.matmul(picks, hidden)[run.row, slot]  # (n, H) in `run.index` order
-    means: Float32Array = sums / np.maximum(run.length, 1)[:, None].astype(np.float32)  # an empty text: zeros
+    means: Float32Array = sums / run.length[:, None].astype(np.float32)  # >= 1 token each: the tokenizer refuses none
     return means
