@@ -189,8 +189,8 @@ def _jsonl_texts(path: Path, field: str) -> Iterator[str]:
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ExportError(f"{path} line {number} is not JSON: {error}") from error
+        except (json.JSONDecodeError, RecursionError) as error:  # RecursionError: nested deeper than json reads
+            raise ExportError(f"{path} line {number} is not JSON: {error}") from None
         value = record.get(field) if isinstance(record, dict) else record
         if not isinstance(value, str):
             raise ExportError(f"{path} line {number} has no string {field!r}; pass --int8-text-field")

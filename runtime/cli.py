@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import platform
 import sys
@@ -25,15 +26,23 @@ _CHUNK = 2048  # texts per Encoder call when streaming a file: bounds memory and
 def read_texts(path: Path, field: str) -> list[str]:
     """Lines of a text file, or `field` of each record of a .jsonl file."""
     texts: list[str] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")  # CRLF files too
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)  # a byte-order mark is not part of the first text
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")  # CRLF files too
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path}:{number}: not UTF-8 ({error.reason} at byte {error.start})") from None
             if path.suffix != ".jsonl":
                 texts.append(line)
                 continue
             if not line.strip():
                 continue
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as error:  # RecursionError: nested deeper than json reads
+                raise ValueError(f"{path}:{number}: not a JSON record ({error})") from None
             if not isinstance(record, dict) or not isinstance(record.get(field), str):
                 raise ValueError(f"{path}:{number}: expected a JSON object with a string field {field!r}")
             texts.append(record[field])

@@ -70,6 +70,14 @@ def test_embed_errors_exit_nonzero(tiny_model_dir: Path, tmp_path: Path, capsys:
     bad.write_text('{"text": 3}\n', encoding="utf-8")
     assert main(["embed", str(tiny_model_dir), "-i", str(bad)]) == 1
     assert "bad.jsonl:1" in capsys.readouterr().err
+    # a line that is not JSON, one nested deeper than the parser reads, and bytes that are not UTF-8: file and line
+    for name, content in [("broken.jsonl", b'{"text": "ok"}\n{"text": \n'), ("deep.jsonl", b"[" * 100_000 + b"\n")]:
+        (tmp_path / name).write_bytes(content)
+        assert main(["embed", str(tiny_model_dir), "-i", str(tmp_path / name)]) == 1
+        assert f"{name}:{2 if name == 'broken.jsonl' else 1}: not a JSON record" in capsys.readouterr().err
+    (tmp_path / "latin1.txt").write_bytes("ok\ncafé\n".encode("latin-1"))
+    assert main(["embed", str(tiny_model_dir), "-i", str(tmp_path / "latin1.txt")]) == 1
+    assert "latin1.txt:2: not UTF-8" in capsys.readouterr().err
     assert main(["embed", str(tmp_path / "missing"), "x"]) == 1
     assert main(["embed", str(tiny_model_dir), "x", "-o", str(tmp_path / "x.npy"), "--token-level"]) == 1
 

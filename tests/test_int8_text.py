@@ -33,6 +33,9 @@ def test_reads_lines_jsonl_and_parquet(tmp_path: Path) -> None:
     assert list(read_user_texts(tmp_path / "a.jsonl", "body")) == texts
     with pytest.raises(ExportError, match="line 1 has no string 'text'"):
         list(read_user_texts(tmp_path / "a.jsonl"))
+    (tmp_path / "deep.jsonl").write_text(json.dumps({"text": "ok"}) + "\n" + "[" * 100_000 + "\n", encoding="utf-8")
+    with pytest.raises(ExportError, match=r"deep\.jsonl line 2 is not JSON"):  # nested deeper than json reads
+        list(read_user_texts(tmp_path / "deep.jsonl"))
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
