@@ -12,6 +12,7 @@ import pytest
 
 from onnxbert.cli import main
 from onnxbert.runtime import Encoder
+from onnxbert.runtime.cli import read_texts
 
 
 def test_embed_texts_to_stdout(tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -78,6 +79,8 @@ def test_embed_errors_exit_nonzero(tiny_model_dir: Path, tmp_path: Path, capsys:
     (tmp_path / "latin1.txt").write_bytes("ok\ncafé\n".encode("latin-1"))
     assert main(["embed", str(tiny_model_dir), "-i", str(tmp_path / "latin1.txt")]) == 1
     assert "latin1.txt:2: not UTF-8" in capsys.readouterr().err
+    (tmp_path / "bom.txt").write_bytes("\ufeffcafé\r\nthé\n".encode())
+    assert read_texts(tmp_path / "bom.txt", "text") == ["café", "thé"]  # the byte-order mark is not text
     assert main(["embed", str(tmp_path / "missing"), "x"]) == 1
     assert main(["embed", str(tiny_model_dir), "x", "-o", str(tmp_path / "x.npy"), "--token-level"]) == 1
 
