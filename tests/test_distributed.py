@@ -18,6 +18,7 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 from onnxbert.distributed import CorpusJob, embed_corpus, embed_dataset  # noqa: E402
+from onnxbert.distributed.corpus import read_texts  # noqa: E402
 from onnxbert.runtime import Encoder  # noqa: E402
 
 WORDS = ["the", "man", "is", "playing", "a", "guitar", "dog", "runs", "hello", "world", "今天", "好", "cat", "sat"]
@@ -43,6 +44,20 @@ def write_inputs(folder: Path, sizes: tuple[int, int, int]) -> list[Path]:
 def read_output(path: Path) -> tuple[list[str], np.ndarray]:
     table = pq.read_table(path)
     return table.column("text").to_pylist(), np.asarray(table.column("embedding").to_pylist(), dtype=np.float32)
+
+
+def test_parquet_inputs_hold_text_in_every_row(tmp_path: Path) -> None:
+    """A null or a number is not embedded as its string ("None", "3"): the file, row and column are named."""
+    for name, table, message in [
+        ("null.parquet", pa.table({"text": ["a", None, "c"]}), "row 2 of column 'text' is null"),
+        ("numbers.parquet", pa.table({"text": [1, 2, 3]}), "column 'text' holds int64, not text"),
+        ("other.parquet", pa.table({"body": ["a"]}), "has no column 'text'"),
+    ]:
+        pq.write_table(table, tmp_path / name)
+        with pytest.raises(ValueError, match=message):
+            read_texts(tmp_path / name, "text")
+    pq.write_table(pa.table({"text": pa.array(["a", "b"], type=pa.large_string())}), tmp_path / "large.parquet")
+    assert read_texts(tmp_path / "large.parquet", "text") == ["a", "b"]
 
 
 def test_embed_corpus_in_process(tiny_model_dir: Path, tmp_path: Path) -> None:
