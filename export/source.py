@@ -119,7 +119,7 @@ def _checkpoint(path: Path, model_id: str, revision: str | None, fmt: str, detai
             f"{path} has no config.json: neither a Hugging Face checkpoint directory nor Google's TensorFlow "
             "release (bert_config.json + vocab.txt + bert_model.ckpt.*)"
         )
-    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config = read_json(config_path)
     _check_architecture(config, path)
     weights = next((path / name for name in _WEIGHT_FILES if (path / name).is_file()), None)
     if weights is None:
@@ -141,6 +141,19 @@ def _checkpoint(path: Path, model_id: str, revision: str | None, fmt: str, detai
     return checkpoint
 
 
+def load_json(path: Path) -> Any:
+    """A checkpoint's JSON file; one that is not UTF-8 JSON is an ExportError naming it, not a parser's bare message."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ExportError(f"{path} is not valid JSON: {error}") from None
+
+
 def read_json(path: Path) -> dict[str, Any]:
-    """A JSON file as a dict, or {} when absent."""
-    return dict(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else {}
+    """A JSON object file as a dict, or {} when absent."""
+    if not path.is_file():
+        return {}
+    found = load_json(path)
+    if not isinstance(found, dict):
+        raise ExportError(f"{path} holds a JSON {type(found).__name__}, not an object")
+    return found

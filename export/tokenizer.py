@@ -11,7 +11,7 @@ from tokenizers.implementations.bert_wordpiece import BertWordPieceTokenizer
 
 from .errors import ExportError
 from .family import family_of
-from .source import Checkpoint, read_json
+from .source import Checkpoint, load_json, read_json
 
 __all__ = [
     "default_pooling",
@@ -108,8 +108,11 @@ def resolve_max_length(checkpoint: Checkpoint, requested: int | None, positions:
 def default_pooling(checkpoint: Checkpoint, has_pooler: bool) -> tuple[str, str]:
     """The pooling sentence-transformers uses for this checkpoint, and where that was read from."""
     modules: Any = []
-    if (checkpoint.path / "modules.json").is_file():
-        modules = json.loads((checkpoint.path / "modules.json").read_text(encoding="utf-8"))
+    listed = checkpoint.path / "modules.json"
+    if listed.is_file():
+        modules = load_json(listed)
+        if not (isinstance(modules, list) and all(isinstance(m, dict) for m in modules)):
+            raise ExportError(f"{listed} is not a list of modules (JSON objects), as sentence-transformers writes it")
     folders = [m.get("path") for m in modules if str(m.get("type", "")).endswith("Pooling")] or ["1_Pooling"]
     config_path = checkpoint.path / str(folders[0]) / "config.json"
     flags = read_json(config_path)

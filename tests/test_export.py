@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -222,6 +223,24 @@ def test_vocab_txt_only_checkpoint_exports(tmp_path: Path) -> None:
     encoder = Encoder(out)
     assert encoder.tokenize("Hello World!").ids[0].tolist() == [2, 14, 15, 25, 3]  # [CLS] hello world ! [SEP]
     assert encoder.embed(["hello world", "今天天气真好啊"]).shape == (2, 32)
+
+
+def test_broken_checkpoint_json_is_an_error_naming_the_file(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """Not JSON, not UTF-8, or not the JSON shape the file has: the file is named, never a parser's bare message or a
+    traceback (a list where an object belongs raised AttributeError)."""
+    checkpoint = tmp_path / "ck"
+    shutil.copytree(tiny_checkpoint, checkpoint)
+    config = (checkpoint / "config.json").read_bytes()
+    for name, content, message in [
+        ("config.json", b'{"model_type": ', "config.json is not valid JSON"),
+        ("config.json", b"\xff\xfe{}", "config.json is not valid JSON"),
+        ("config.json", b"[1, 2]", "config.json holds a JSON list, not an object"),
+        ("modules.json", b'{"path": "1_Pooling"}', "modules.json is not a list of modules"),
+    ]:
+        (checkpoint / "config.json").write_bytes(config)
+        (checkpoint / name).write_bytes(content)
+        with pytest.raises(ExportError, match=message):
+            export_model(checkpoint, tmp_path / "out", variants="fp32", force=True, progress=False)
 
 
 def test_checkpoint_without_pooler_exports_hidden_states_only(tmp_path: Path) -> None:
