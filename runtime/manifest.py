@@ -197,8 +197,8 @@ class Manifest:
             )
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ModelDirectoryError(f"{path} is not valid JSON ({error}); {REEXPORT_HINT}") from error
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:  # Recursion: nested too deep
+            raise ModelDirectoryError(f"{path} is not valid JSON ({error}); {REEXPORT_HINT}") from None
         return cls.from_dict(raw, path)
 
     @classmethod

@@ -290,6 +290,10 @@ def test_missing_or_foreign_manifest(model_copy: Path, tmp_path: Path) -> None:
     (model_copy / "onnxbert.json").write_text(json.dumps(manifest), encoding="utf-8")
     with pytest.raises(ModelDirectoryError, match="format_version 99"):
         Encoder(model_copy)
+    for broken in (b'{"format": ', b"[" * 100_000):  # cut short; nested deeper than json reads
+        (model_copy / "onnxbert.json").write_bytes(broken)
+        with pytest.raises(ModelDirectoryError, match=r"onnxbert\.json is not valid JSON"):
+            Encoder(model_copy)
     (model_copy / "onnxbert.json").unlink()
     with pytest.raises(ModelDirectoryError, match=r"no onnxbert\.json"):
         Encoder(model_copy)
