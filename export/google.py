@@ -24,6 +24,7 @@ import numpy.typing as npt
 from onnxbert.runtime.manifest import sha256_file
 
 from .errors import ExportError
+from .jsonfile import read_json
 
 __all__ = ["GOOGLE_FORMAT", "GoogleCheckpoint", "convert_google_checkpoint", "find_google_checkpoint"]
 
@@ -175,10 +176,7 @@ def convert_google_checkpoint(checkpoint: GoogleCheckpoint, target: Path, lowerc
     """
     from safetensors.numpy import save_file
 
-    try:
-        config = json.loads((checkpoint.folder / _CONFIG).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ExportError(f"{checkpoint.folder / _CONFIG} is not valid JSON: {error}") from error
+    config = read_json(checkpoint.folder / _CONFIG)
     vocab_path = checkpoint.folder / _VOCAB
     if not vocab_path.is_file():
         raise ExportError(f"{checkpoint.folder} has no {_VOCAB}: Google's release ships one beside {_CONFIG}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from onnxbert.runtime.manifest import sha256_file
 from .errors import ExportError
 from .family import FAMILIES, SUPPORTED_MODEL_TYPES
 from .google import GOOGLE_FORMAT, convert_google_checkpoint, find_google_checkpoint
+from .jsonfile import read_json
 
 __all__ = ["DEFAULT_MODEL", "SUPPORTED_MODEL_TYPES", "Checkpoint", "resolve_checkpoint"]
 
@@ -139,21 +139,3 @@ def _checkpoint(path: Path, model_id: str, revision: str | None, fmt: str, detai
             file=sys.stderr,
         )
     return checkpoint
-
-
-def load_json(path: Path) -> Any:
-    """A checkpoint's JSON file; one that is not UTF-8 JSON is an ExportError naming it, not a parser's bare message."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise ExportError(f"{path} is not valid JSON: {error}") from None
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object file as a dict, or {} when absent."""
-    if not path.is_file():
-        return {}
-    found = load_json(path)
-    if not isinstance(found, dict):
-        raise ExportError(f"{path} holds a JSON {type(found).__name__}, not an object")
-    return found

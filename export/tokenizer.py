@@ -11,7 +11,8 @@ from tokenizers.implementations.bert_wordpiece import BertWordPieceTokenizer
 
 from .errors import ExportError
 from .family import family_of
-from .source import Checkpoint, load_json, read_json
+from .jsonfile import load_json, read_json
+from .source import Checkpoint
 
 __all__ = [
     "default_pooling",

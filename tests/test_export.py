@@ -243,6 +243,24 @@ def test_broken_checkpoint_json_is_an_error_naming_the_file(tiny_checkpoint: Pat
             export_model(checkpoint, tmp_path / "out", variants="fp32", force=True, progress=False)
 
 
+def test_broken_google_config_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    """Google's bert_config.json is read before TensorFlow is needed: broken, nested too deep or not an object, the
+    file is named (one nested too deep ended in the CLI's bare 'maximum recursion depth exceeded')."""
+    release = tmp_path / "chinese_L-2_H-32_A-2"
+    release.mkdir()
+    (release / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n", encoding="utf-8")
+    (release / "bert_model.ckpt.index").write_bytes(b"")
+    for content, message in [
+        (b'{"hidden_size": ', "bert_config.json is not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "bert_config.json is not valid JSON"),
+        (b'"hidden_size"', "bert_config.json holds a JSON str, not an object"),
+    ]:
+        (release / "bert_config.json").write_bytes(content)
+        with pytest.raises(ExportError, match=message):
+            export_model(release, tmp_path / "out", variants="fp32", progress=False)
+        assert not (tmp_path / "out").exists()
+
+
 def test_checkpoint_without_pooler_exports_hidden_states_only(tmp_path: Path) -> None:
     checkpoint = build_tiny_checkpoint(tmp_path / "ck", pooler=False, seed=2)
     out = tmp_path / "model"
