@@ -17,7 +17,7 @@ import numpy as np
 
 __all__ = ["CorpusJob", "embed_corpus", "output_path", "read_texts"]
 
-_SUFFIXES = (".parquet", ".jsonl", ".txt")
+_SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".txt")
 
 
 @dataclass(frozen=True)
@@ -39,28 +39,12 @@ def output_path(source: Path, outdir: Path) -> Path:
 
 
 def read_texts(path: Path, column: str) -> list[str]:
-    """Texts of a .parquet (column), .jsonl (field) or .txt (one per line) file."""
-    if path.suffix == ".parquet":
-        import pyarrow
-        import pyarrow.compute
-        import pyarrow.parquet as pq
+    """Texts of a .parquet (column), .jsonl / .ndjson (field) or .txt (one per line) file."""
+    if path.suffix not in _SUFFIXES:
+        raise ValueError(f"{path}: unsupported input; use one of {', '.join(_SUFFIXES)}")
+    from onnxbert.runtime.textfile import read_texts as read_file_texts  # importing runtime loads onnxruntime
 
-        schema = pq.read_schema(path)
-        if column not in schema.names:
-            raise ValueError(f"{path} has no column {column!r} (columns: {schema.names}); pass --column")
-        kind = schema.field(column).type
-        if not (pyarrow.types.is_string(kind) or pyarrow.types.is_large_string(kind)):
-            raise ValueError(f"{path}: column {column!r} holds {kind}, not text; pass --column")
-        values = pq.read_table(path, columns=[column]).column(column)
-        if values.null_count:  # a missing text has no vector: refused, not embedded as the string "None"
-            row = pyarrow.compute.index(values.is_null(), True).as_py() + 1
-            raise ValueError(f"{path}: row {row} of column {column!r} is null; give every row a text")
-        return list(values.to_pylist())
-    if path.suffix in (".jsonl", ".txt"):
-        from onnxbert.runtime.cli import read_texts as read_lines_or_jsonl
-
-        return read_lines_or_jsonl(path, column)
-    raise ValueError(f"{path}: unsupported input; use one of {', '.join(_SUFFIXES)}")
+    return read_file_texts(path, column, option="--column")
 
 
 def write_parquet(path: Path, texts: list[str], vectors: np.ndarray) -> None:

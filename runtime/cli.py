@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import codecs
 import json
 import platform
 import sys
@@ -17,36 +16,11 @@ from .encoder import Encoder
 from .manifest import Manifest, held_out_verdict, unknown_tokens_note
 from .pooling import normalize
 from .session import cpu_flags, int8_fits_16_bits, int8_kernel, int8_kernel_without_vnni
+from .textfile import read_texts
 
-__all__ = ["read_texts", "run_embed", "run_info"]
+__all__ = ["run_embed", "run_info"]
 
 _CHUNK = 2048  # texts per Encoder call when streaming a file: bounds memory and paces the progress line
-
-
-def read_texts(path: Path, field: str) -> list[str]:
-    """Lines of a text file, or `field` of each record of a .jsonl file."""
-    texts: list[str] = []
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if number == 1:
-                raw = raw.removeprefix(codecs.BOM_UTF8)  # a byte-order mark is not part of the first text
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")  # CRLF files too
-            except UnicodeDecodeError as error:
-                raise ValueError(f"{path}:{number}: not UTF-8 ({error.reason} at byte {error.start})") from None
-            if path.suffix != ".jsonl":
-                texts.append(line)
-                continue
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as error:  # RecursionError: nested deeper than json reads
-                raise ValueError(f"{path}:{number}: not a JSON record ({error})") from None
-            if not isinstance(record, dict) or not isinstance(record.get(field), str):
-                raise ValueError(f"{path}:{number}: expected a JSON object with a string field {field!r}")
-            texts.append(record[field])
-    return texts
 
 
 def _chunks(texts: list[str], show: bool) -> Iterator[tuple[int, list[str]]]:

@@ -12,7 +12,7 @@ import pytest
 
 from onnxbert.cli import main
 from onnxbert.runtime import Encoder
-from onnxbert.runtime.cli import read_texts
+from onnxbert.runtime.textfile import read_texts
 
 
 def test_embed_texts_to_stdout(tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -62,6 +62,24 @@ def test_embed_jsonl_field_token_level(tiny_model_dir: Path, tmp_path: Path) -> 
     rows = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
     assert [len(r["last_hidden_state"]) for r in rows] == [4, 5]
     assert rows[0]["input_ids"][0] == 2 and rows[0]["truncated"] is False
+
+
+def test_embed_parquet_column(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`embed --input` reads Parquet as embed-corpus does (one reader): the column's rows in order, faults named."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    source = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"id": [1, 2], "body": ["hello world", "今天"]}), source)
+    target = tmp_path / "out.npy"
+    assert main(["embed", str(tiny_model_dir), "-i", str(source), "--field", "body", "-o", str(target)]) == 0
+    np.testing.assert_allclose(np.load(target), Encoder(tiny_model_dir).embed(["hello world", "今天"]), atol=1e-6)
+    assert main(["embed", str(tiny_model_dir), "-i", str(source)]) == 1
+    assert "has no column 'text'" in (err := capsys.readouterr().err) and "pass --field" in err
+    assert main(["embed", str(tiny_model_dir), "-i", str(source), "--field", "id"]) == 1
+    assert "column 'id' holds int64, not text" in capsys.readouterr().err
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    assert main(["embed", str(tiny_model_dir), "-i", str(tmp_path / "broken.parquet")]) == 1
+    assert "broken.parquet is not a readable Parquet file" in capsys.readouterr().err
 
 
 def test_embed_errors_exit_nonzero(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,74 @@
+"""Texts from a file, for `onnxbert embed --input` and `onnxbert embed-corpus`: Parquet, JSONL or one per line.
+
+Every fault names the file and where (line or row), never a parser's bare message. Export's `--int8-text` reader
+(export/int8_text.py) is the other one: it streams and samples a bounded number of texts, which embedding cannot.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from pathlib import Path
+
+__all__ = ["JSONL_SUFFIXES", "read_texts"]
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+
+
+def read_texts(path: Path, field: str = "text", option: str = "--field") -> list[str]:
+    """Column `field` of a .parquet file, `field` of each record of a .jsonl file, else the file's lines.
+
+    `option` is the command-line option that names the field, for the error when it is missing.
+    """
+    if path.suffix == ".parquet":
+        return _parquet_texts(path, field, option)
+    return _line_texts(path, field if path.suffix in JSONL_SUFFIXES else None)
+
+
+def _line_texts(path: Path, field: str | None) -> list[str]:
+    """Each line (field None), or `field` of each line's JSON object, blank lines skipped."""
+    texts: list[str] = []
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)  # a byte-order mark is not part of the first text
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")  # CRLF files too
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path}:{number}: not UTF-8 ({error.reason} at byte {error.start})") from None
+            if field is None:
+                texts.append(line)
+                continue
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as error:  # RecursionError: nested deeper than json reads
+                raise ValueError(f"{path}:{number}: not a JSON record ({error})") from None
+            if not isinstance(record, dict) or not isinstance(record.get(field), str):
+                raise ValueError(f"{path}:{number}: expected a JSON object with a string field {field!r}")
+            texts.append(record[field])
+    return texts
+
+
+def _parquet_texts(path: Path, column: str, option: str) -> list[str]:
+    try:
+        import pyarrow
+        import pyarrow.compute
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ValueError(f"reading {path} needs pyarrow: pip install pyarrow") from None
+    try:
+        schema = pq.read_schema(path)
+        if column not in schema.names:
+            raise ValueError(f"{path} has no column {column!r} (columns: {schema.names}); pass {option}")
+        kind = schema.field(column).type
+        if not (pyarrow.types.is_string(kind) or pyarrow.types.is_large_string(kind)):
+            raise ValueError(f"{path}: column {column!r} holds {kind}, not text; pass {option}")
+        values = pq.read_table(path, columns=[column]).column(column)
+    except pyarrow.ArrowException as error:
+        raise ValueError(f"{path} is not a readable Parquet file: {error}") from None
+    if values.null_count:  # a missing text has no vector: refused, not embedded as the string "None"
+        row = pyarrow.compute.index(values.is_null(), True).as_py() + 1
+        raise ValueError(f"{path}: row {row} of column {column!r} is null; give every row a text")
+    return list(values.to_pylist())
