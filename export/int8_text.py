@@ -27,7 +27,6 @@ from __future__ import annotations
 import codecs
 import hashlib
 import itertools
-import json
 import random
 import re
 from collections.abc import Iterable, Iterator
@@ -37,6 +36,8 @@ from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
+
+from onnxbert.runtime.textfile import JsonlLineError, jsonl_text
 
 from .errors import ExportError
 from .judge import SelectionText
@@ -188,13 +189,9 @@ def _jsonl_texts(path: Path, field: str) -> Iterator[str]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as error:  # RecursionError: nested deeper than json reads
-            raise ExportError(f"{path} line {number} is not JSON: {error}") from None
-        value = record.get(field) if isinstance(record, dict) else record
-        if not isinstance(value, str):
-            raise ExportError(f"{path} line {number} has no string {field!r}; pass --int8-text-field")
-        yield value
+            yield jsonl_text(line, field, "--int8-text-field")
+        except JsonlLineError as error:
+            raise ExportError(f"--int8-text {path} line {number}: {error}") from None
 
 
 def _parquet_texts(path: Path, field: str) -> Iterator[str]:

@@ -10,7 +10,7 @@ import codecs
 import json
 from pathlib import Path
 
-__all__ = ["JSONL_SUFFIXES", "read_texts"]
+__all__ = ["JSONL_SUFFIXES", "JsonlLineError", "jsonl_text", "read_texts"]
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
@@ -22,10 +22,10 @@ def read_texts(path: Path, field: str = "text", option: str = "--field") -> list
     """
     if path.suffix == ".parquet":
         return _parquet_texts(path, field, option)
-    return _line_texts(path, field if path.suffix in JSONL_SUFFIXES else None)
+    return _line_texts(path, field if path.suffix in JSONL_SUFFIXES else None, option)
 
 
-def _line_texts(path: Path, field: str | None) -> list[str]:
+def _line_texts(path: Path, field: str | None, option: str) -> list[str]:
     """Each line (field None), or `field` of each line's JSON object, blank lines skipped."""
     texts: list[str] = []
     with path.open("rb") as handle:
@@ -42,13 +42,29 @@ def _line_texts(path: Path, field: str | None) -> list[str]:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as error:  # RecursionError: nested deeper than json reads
-                raise ValueError(f"{path}:{number}: not a JSON record ({error})") from None
-            if not isinstance(record, dict) or not isinstance(record.get(field), str):
-                raise ValueError(f"{path}:{number}: expected a JSON object with a string field {field!r}")
-            texts.append(record[field])
+                texts.append(jsonl_text(line, field, option))
+            except JsonlLineError as error:
+                raise ValueError(f"{path}:{number}: {error}") from None
     return texts
+
+
+class JsonlLineError(ValueError):
+    """A JSONL line without a text: not JSON, or neither a string nor an object with the field as a string."""
+
+
+def jsonl_text(line: str, field: str, option: str) -> str:
+    """The text of one JSONL line: `field` of a JSON object, or the line's JSON string itself.
+
+    `option` is the command-line option that names the field, for the error when it is missing.
+    """
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as error:  # RecursionError: nested deeper than json reads
+        raise JsonlLineError(f"not a JSON record ({error})") from None
+    value = record.get(field) if isinstance(record, dict) else record
+    if not isinstance(value, str):
+        raise JsonlLineError(f"expected a JSON object with a string field {field!r} (pass {option}), or a JSON string")
+    return value
 
 
 def _parquet_texts(path: Path, column: str, option: str) -> list[str]:

@@ -99,6 +99,8 @@ def test_embed_errors_exit_nonzero(tiny_model_dir: Path, tmp_path: Path, capsys:
     assert "latin1.txt:2: not UTF-8" in capsys.readouterr().err
     (tmp_path / "bom.txt").write_bytes("\ufeffcafé\r\nthé\n".encode())
     assert read_texts(tmp_path / "bom.txt", "text") == ["café", "thé"]  # the byte-order mark is not text
+    (tmp_path / "mixed.jsonl").write_text('"a JSON string"\n{"text": "an object"}\n', encoding="utf-8")
+    assert read_texts(tmp_path / "mixed.jsonl") == ["a JSON string", "an object"]  # as export's --int8-text reads them
     assert main(["embed", str(tmp_path / "missing"), "x"]) == 1
     assert main(["embed", str(tiny_model_dir), "x", "-o", str(tmp_path / "x.npy"), "--token-level"]) == 1
 

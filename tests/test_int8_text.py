@@ -31,10 +31,10 @@ def test_reads_lines_jsonl_and_parquet(tmp_path: Path) -> None:
     assert list(read_user_texts(_lines(tmp_path / "a.txt", texts))) == texts
     (tmp_path / "a.jsonl").write_text("\n".join(json.dumps({"body": t}) for t in texts) + "\n\n", encoding="utf-8")
     assert list(read_user_texts(tmp_path / "a.jsonl", "body")) == texts
-    with pytest.raises(ExportError, match="line 1 has no string 'text'"):
+    with pytest.raises(ExportError, match=r"line 1: expected .* string field 'text' \(pass --int8-text-field\)"):
         list(read_user_texts(tmp_path / "a.jsonl"))
     (tmp_path / "deep.jsonl").write_text(json.dumps({"text": "ok"}) + "\n" + "[" * 100_000 + "\n", encoding="utf-8")
-    with pytest.raises(ExportError, match=r"deep\.jsonl line 2 is not JSON"):  # nested deeper than json reads
+    with pytest.raises(ExportError, match=r"deep\.jsonl line 2: not a JSON record"):  # nested deeper than json reads
         list(read_user_texts(tmp_path / "deep.jsonl"))
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
