@@ -1,7 +1,8 @@
 """Texts from a file, for `onnxbert embed --input` and `onnxbert embed-corpus`: Parquet, JSONL or one per line.
 
 Every fault names the file and where (line or row), never a parser's bare message. Export's `--int8-text` reader
-(export/int8_text.py) is the other one: it streams and samples a bounded number of texts, which embedding cannot.
+(export/int8_text.py) streams and samples a bounded number of texts, which embedding cannot, and reads each JSONL
+line with `jsonl_text` from here.
 """
 
 from __future__ import annotations
