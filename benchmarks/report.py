@@ -43,7 +43,10 @@ def headline(results: dict[str, Any]) -> list[str]:
             )
         classes = model.get("isa_classes", {}).get("classes", {})
         if classes:
-            ratios = ", ".join(f"{c} {r['int8_vs_fp32']:.2f}x" for c, r in classes.items())
+            ratios = ", ".join(
+                f"{c} {r['int8_vs_fp32']:.2f}x" + (f" (bulk {r['bulk']['int8_vs_fp32']:.2f}x)" if "bulk" in r else "")
+                for c, r in classes.items()
+            )
             lines.append(f"{name} int8 / fp32 per int8 kernel class (this CPU, newer features hidden): {ratios}")
     return lines
 

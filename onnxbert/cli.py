@@ -117,6 +117,13 @@ def _add_embed(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--token-level", action="store_true", help="emit per-token hidden states (JSONL)")
     parser.add_argument("--summary", action="store_true", help="print a readable summary and cosine similarities")
     _add_session_options(parser)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="runs in flight at once, each on its own thread; for a large --input, --threads 1 --workers CORES is "
+        "faster than one run at a time on every core (default 1)",
+    )
     parser.add_argument("--max-length", type=int, default=None, help="truncate texts to this many tokens")
 
 
@@ -217,7 +224,12 @@ def _add_embed_corpus(commands: argparse._SubParsersAction[argparse.ArgumentPars
     parser.add_argument("--pooling", choices=POOLINGS, default=None)
     parser.add_argument("--normalize", action="store_true")
     parser.add_argument("--variant", choices=_VARIANTS, default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="ORT threads (per actor with --ray; default 1 there)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="ONNX Runtime threads per run (default 1: each core runs its own run, in-process or one Ray actor each)",
+    )
 
 
 def _add_info(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

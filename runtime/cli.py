@@ -73,6 +73,7 @@ def run_embed(args: argparse.Namespace) -> int:
         variant=args.variant,
         provider=args.provider,
         threads=args.threads,
+        workers=args.workers,
         max_length=args.max_length,
     )
     pooling = args.pooling or encoder.default_pooling

@@ -39,6 +39,27 @@ def test_embed_lines_file_to_npy(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert vectors.shape == (4, 32)  # the empty line is a text too: line i is row i
     expected = Encoder(tiny_model_dir).embed(["hello", "the dog runs", "", "今天"], normalize=True)
     np.testing.assert_allclose(vectors, expected, atol=1e-6)
+    bulk = tmp_path / "bulk.npy"  # one-thread runs, two at once: the same vectors
+    assert (
+        main(
+            [
+                "embed",
+                str(tiny_model_dir),
+                "-i",
+                str(source),
+                "-o",
+                str(bulk),
+                "--normalize",
+                "--threads",
+                "1",
+                "--workers",
+                "2",
+            ]
+        )
+        == 0
+    )
+    np.testing.assert_allclose(np.load(bulk), expected, atol=1e-6)
+    assert main(["embed", str(tiny_model_dir), "x", "--workers", "0"]) == 1
 
 
 def test_embed_jsonl_field_token_level(tiny_model_dir: Path, tmp_path: Path) -> None:

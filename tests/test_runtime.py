@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,38 @@ def test_plan_batches_cuts_where_padding_outweighs_a_run() -> None:
         for size in (1, 4, 8, 16, 32):
             fixed = [order[i : i + size] for i in range(0, 32, size)]
             assert cost(plan, overhead) <= cost(fixed, overhead) + 1e-9
+
+
+def test_workers_run_a_call_at_once_with_the_serial_results(tiny_model_dir: Path) -> None:
+    """workers=3: a call's runs go to three threads at once; vectors, hidden states and order are exactly workers=1's,
+    also when several callers share the Encoder and its workers."""
+    serial = Encoder(tiny_model_dir, threads=1, max_batch_size=2)  # 2 rows a run: many runs a call
+    parallel = Encoder(tiny_model_dir, threads=1, workers=3, max_batch_size=2)
+    assert parallel.workers == 3 and "workers=3" in repr(parallel)
+    texts = random_texts(60, seed=4)
+    assert np.array_equal(parallel.embed(texts), serial.embed(texts))
+    assert np.array_equal(parallel.embed(texts, pooling="cls"), serial.embed(texts, pooling="cls"))
+    ours, theirs = parallel.encode(texts), serial.encode(texts)
+    for got, want in zip(ours.last_hidden_state, theirs.last_hidden_state, strict=True):
+        assert np.array_equal(got, want)
+    inputs = [random_texts(30, seed=200 + i) for i in range(4)]
+    with ThreadPoolExecutor(4) as callers:
+        for got, batch in zip(callers.map(parallel.embed, inputs), inputs, strict=True):
+            assert np.array_equal(got, serial.embed(batch))
+    ran_on: set[str] = set()
+    session = parallel._session
+
+    class Recorder:  # the real session, noting which thread each run is on
+        def run(self, names: object, feeds: object) -> object:
+            ran_on.add(threading.current_thread().name)
+            return session.run(names, feeds)  # type: ignore[arg-type]
+
+    parallel._session = Recorder()  # type: ignore[assignment]
+    assert np.array_equal(parallel.embed(texts), serial.embed(texts))
+    assert len(ran_on) >= 2 and all(name.startswith("onnxbert-run") for name in ran_on), ran_on
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="workers"):
+            Encoder(tiny_model_dir, workers=bad)  # type: ignore[arg-type]
 
 
 def test_sixteen_threads_get_exactly_the_serial_results(minilm_dir: Path) -> None:
