@@ -23,11 +23,16 @@ _PACKAGES = (
 )
 
 
-def int8_isa(flags: list[str]) -> str:
-    """Which int8 GEMM ONNX Runtime has on the CPU a result was recorded on (flags as `cpu_info` records them)."""
-    from onnxbert.runtime.session import int8_kernel
+def int8_isa(flags: list[str], recipe: dict[str, Any] | None = None) -> str:
+    """Which int8 GEMM ONNX Runtime runs on the CPU a result was recorded on (flags as `cpu_info` records them).
 
-    return int8_kernel("x86_64" if flags else platform.machine(), frozenset(flags))
+    `recipe`: the measured int8 graph's manifest record; without VNNI its weights decide whether the fast u8 x s8
+    kernel runs (pair-safe weights) or the exact u8 x u8 safeguard (plain 8-bit weights, and results without it).
+    """
+    from onnxbert.runtime.session import int8_fits_16_bits, int8_kernel
+
+    fits = recipe is not None and int8_fits_16_bits(recipe)
+    return int8_kernel("x86_64" if flags else platform.machine(), frozenset(flags), fits_16_bits=fits)
 
 
 def cpu_info() -> dict[str, Any]:

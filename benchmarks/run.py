@@ -80,7 +80,7 @@ def _measure_model(name: str, settings: Settings, peaks: dict[str, float]) -> di
         }
     result["quality"] = _quality(systems, model.real_weights, settings.quick or not model.real_weights)
     recipe = Manifest.load(model.directory).variants["int8"].recipe
-    kept = ("name", "requested", "budget", "gate", "held_out", "text")
+    kept = ("name", "requested", "budget", "gate", "held_out", "text", "weight_levels", "weight_pair_limit")
     result["int8_recipe"] = {key: recipe[key] for key in kept if key in recipe}
     if model.real_weights:
         log(f"{name}: int8 per kernel class (CPUID masked)")

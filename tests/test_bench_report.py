@@ -83,6 +83,20 @@ def test_written_report_passes_the_check(tmp_path: Path) -> None:
     assert report.check(tmp_path) == []
     text = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "minilm onnxbert-int8: 4.00x PyTorch on real text" in text
+    assert "int8 on this CPU: **AVX2 without VNNI (exact u8 x u8 via session.x64quantprecision" in text  # no recipe
+
+
+def test_report_header_names_the_kernel_the_measured_int8_graph_runs(tmp_path: Path) -> None:
+    results = fake_results()  # an AVX2 CPU without VNNI
+    gate = {"mean_cosine": 0.999, "top10_agreement": 0.97, "spearman_drop": 0.0, "texts": 10, "passed": True}
+    budget = {"min_mean_cosine": 0.998, "min_top10": 0.97, "max_spearman_drop": 0.005}
+    plain = {"name": "static+rows", "gate": gate, "budget": budget}
+    pair_safe = plain | {"name": "static+rows-pairsafe", "weight_levels": 127, "weight_pair_limit": 128}
+    for recipe, kernel in ((pair_safe, "u8 x s8: the weights' pairs cannot saturate"), (plain, "exact u8 x u8")):
+        results["models"]["minilm"]["int8_recipe"] = recipe
+        report.write(results, tmp_path)
+        header = (tmp_path / "report.md").read_text(encoding="utf-8").splitlines()[2]
+        assert header.startswith(f"int8 on this CPU: **AVX2 without VNNI ({kernel}"), header
 
 
 def test_check_finds_broken_output(tmp_path: Path) -> None:

@@ -385,3 +385,18 @@ def test_exact_int8_only_where_the_cpu_lacks_vnni(tiny_model_dir: Path) -> None:
     except RuntimeError:  # not set
         entry = None
     assert (entry == "1") == exact_int8_needed(platform.machine(), cpu_flags())
+
+
+def test_cpu_name_names_the_core_a_generic_name_hides() -> None:
+    from onnxbert.runtime.session import describe_cpu
+
+    amd = {"vendor_id": "AuthenticAMD", "model name": "AMD EPYC"}
+    # Cloud VMs name Zen 2, 3 and 4 alike; their int8 / fp32 ceilings differ (1.19x on Zen 2, 1.54x on Zen 3)
+    assert describe_cpu(amd | {"cpu family": "23", "model": "49"}) == "AMD EPYC (Zen 2: family 23, model 49)"
+    assert describe_cpu(amd | {"cpu family": "25", "model": "1"}) == "AMD EPYC (Zen 3: family 25, model 1)"
+    assert describe_cpu(amd | {"cpu family": "25", "model": "17"}) == "AMD EPYC (Zen 4: family 25, model 17)"
+    assert describe_cpu(amd | {"cpu family": "25", "model": "144"}) == "AMD EPYC (family 25, model 144)"  # unknown
+    intel = {"vendor_id": "GenuineIntel", "model name": "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz"}
+    assert describe_cpu(intel | {"cpu family": "6", "model": "143"}).endswith("2.70GHz (family 6, model 143)")
+    assert describe_cpu({"model name": "Neoverse"}) == "Neoverse"  # no x86 family: the name alone
+    assert describe_cpu({}) == ""
