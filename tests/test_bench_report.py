@@ -177,6 +177,13 @@ def test_report_gives_int8_speed_per_kernel_class(tmp_path: Path) -> None:
     text = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "| avx2 | avx512 (XGETBV) | yes | on |" in text and "whose XGETBV reports no AVX-512 or AMX" in text
 
+    # A real AVX2-only CPU: nothing to hide, and the report does not say that anything was
+    results["models"]["minilm"]["isa_classes"]["classes"] = {"avx2": avx2 | {"hidden": [], "hidden_by": "nothing"}}
+    report.write(results, tmp_path)
+    text = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "per int8 kernel class (this CPU's own kernels, nothing hidden): avx2 1.16x" in text
+    assert "Nothing hidden: this CPU's own int8 kernels" in text and "hidden from CPUID, so" not in text
+
 
 def test_row_width_times_each_width_and_restores_the_runtime_default(tiny_model_dir: Path, tmp_path: Path) -> None:
     from benchmarks.row_width import run_row_width
