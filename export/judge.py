@@ -32,7 +32,7 @@ from .sts import StsPairs, sts_pairs, unique_sentences
 from .texts import text_hash
 from .tokenizer import unknown_share
 
-__all__ = ["Judge", "SelectionText", "timed_embed"]
+__all__ = ["PROBE_TEXTS", "Judge", "SelectionText", "timed_embed"]
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -41,6 +41,7 @@ Float32Array = npt.NDArray[np.float32]
 # back, the order alternating, on the first SPEED_TEXTS selection sentences.
 SPEED_ROUNDS = 3
 SPEED_TEXTS = 1000
+PROBE_TEXTS = 600  # a fallback probe (export/int8_gate.py) is ranked on this many selection sentences, spread out
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,18 @@ class Judge:
             "speed_rounds": ratios,
             "speed_timing": f"median of {SPEED_ROUNDS} paired rounds with fp32, {len(texts)} texts",
         }
+
+    def probe(self, graph: Path, recipe: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A candidate's mean and worst cosine to fp32 on PROBE_TEXTS selection sentences spread over the text.
+
+        No neighbours and no time: the figure that ranks fallback probes, cheap enough to take for every projection.
+        """
+        count = len(self.text.sentences)
+        rows = sorted({i * count // PROBE_TEXTS for i in range(min(PROBE_TEXTS, count))})
+        sentences = [self.text.sentences[row] for row in rows]
+        vectors = self.encoder(graph, "int8", recipe).embed(sentences, pooling=self.pooling, normalize=True)
+        similarity = cosines(vectors, self.reference[rows])
+        return {"texts": len(rows), "mean_cosine": float(similarity.mean()), "min_cosine": float(similarity.min())}
 
     def measure(self, graph: Path, recipe: dict[str, Any] | None = None) -> dict[str, Any]:
         """A candidate's figures against fp32 on the selection text (`recipe`: its manifest record)."""

@@ -24,6 +24,7 @@ from onnxbert.export.calibration import calibrate, round_columns
 from onnxbert.export.int8 import Recipe, expected_counts, quantize
 from onnxbert.export.int8_gate import (
     BUDGETS,
+    CONFIRMED,
     FALLBACK_BASES,
     LADDER,
     Int8Budget,
@@ -190,15 +191,24 @@ def test_the_fallback_ranks_each_recipe_with_its_held_out_figures() -> None:
 
 
 def test_the_fallback_keeps_the_top_ranked_projections_in_fp32() -> None:
-    """Each projection is probed alone in fp32; the top one, two, three ... of the probes' ranking stay fp32 together,
-    wherever they sit: never a whole layer for one projection's sake, and quality decides, not a noisy timing."""
+    """Each projection is probed alone in fp32 on a sample and ranked by the cosine it wins back; the top CONFIRMED are
+    judged alone on the whole texts and ranked again by their margin; then the top one, two, three ... stay fp32
+    together, wherever they sit: never a whole layer for one projection's sake, and quality decides, not a noisy
+    timing."""
     targets = [Target(f"{layer}/{group}", group, layer, "x", "w") for layer in range(3) for group in GROUPS]
-    gain = {(0, "ffn_out"): 0.004, (2, "qkv"): 0.003, (1, "ffn_in"): 0.002}  # top-10 each wins back in fp32
+    # the sample's cosine each wins back ranks (2, qkv) first; on the whole texts (0, ffn_out) wins back more
+    sampled = {(2, "qkv"): 3e-4, (0, "ffn_out"): 2e-4, (1, "ffn_in"): 1e-4, (1, "qkv"): 5e-5, (2, "ffn_out"): 1e-5}
+    gain = {(0, "ffn_out"): 0.004, (2, "qkv"): 0.003, (1, "ffn_in"): 0.002, (0, "qkv"): 0.01}  # top-10, whole texts
     cost = {"qkv": 0.05, "attention_output": 0.03, "ffn_in": 0.2, "ffn_out": 0.2}  # speed each costs in fp32
 
     @dataclass
     class Scripted(_Search):  # figures as if judged and timed
         start: float = 0.0
+
+        def rank(self, recipe: Recipe) -> float:
+            (key,) = recipe.fp32_groups
+            self.ranked[recipe.name] = {"texts": 600, "mean_cosine": 0.999 + sampled.get(key, 0.0)}
+            return float(self.ranked[recipe.name]["mean_cosine"])
 
         def trial(self, recipe: Recipe, *, probe: bool = False) -> tuple[bool, Path, dict[str, int]]:
             assert recipe.fp32_layers == ()
@@ -215,6 +225,7 @@ def test_the_fallback_keeps_the_top_ranked_projections_in_fp32() -> None:
             self.tried[recipe.name]["speed_rounds"] = [self.tried[recipe.name]["speed_vs_fp32"]]
 
     base = next(r for r in LADDER if r.name == "static+rows+outlier-pairsafe")
+    confirmed = {f"{base.name}, layer {layer} {group} fp32" for layer, group in list(sampled)[:CONFIRMED]}
     for start, wanted, groups in [
         (0.9675, "layer 0 ffn_out", ((0, "ffn_out"),)),  # two pass alone: the one that wins back most, if slower
         (0.962, "layer 0 ffn_out, layer 1 ffn_in, layer 2 qkv", ((0, "ffn_out"), (1, "ffn_in"), (2, "qkv"))),
@@ -223,13 +234,17 @@ def test_the_fallback_keeps_the_top_ranked_projections_in_fp32() -> None:
         found = search.fallback(base)
         assert found is not None
         assert found[0].name == f"{base.name}, {wanted} fp32" and found[0].fp32_groups == groups
-        assert len(search.tried) == len(targets) + len(groups) - 1  # the probes, then the top two, three ...
+        assert len(search.ranked) == len(targets)  # every projection ranked on the sample
+        assert len(search.tried) == CONFIRMED + len(groups) - 1  # the top CONFIRMED alone, then the top two, three ...
+        # judged alone only where the sample ranked it high: layer 0 qkv would have won back most, never seen alone
+        assert {name for name in search.tried if ", " not in name.removeprefix(f"{base.name}, ")} == confirmed
 
 
 @pytest.mark.parametrize("automatic", ["auto", "auto-vnni"])
 def test_impossible_budget_fails_after_every_candidate(tiny_checkpoint: Path, tmp_path: Path, automatic: str) -> None:
     """Whatever CPU exports: `auto` judges the pair-safe recipes and falls back from one of them, `auto-vnni` the plain
-    ones; then each projection alone in fp32, then the top two, three ... of their ranking."""
+    ones; then each projection alone in fp32 (ranked on a sample, the top judged on the whole texts), then the top two,
+    three ... of their ranking."""
     out = tmp_path / "model"
     with pytest.raises(VerificationError) as failure:
         export_model(tiny_checkpoint, out, int8_quality="cos=1.01", int8_recipe=automatic, progress=False)
@@ -240,9 +255,9 @@ def test_impossible_budget_fails_after_every_candidate(tiny_checkpoint: Path, tm
     base = max(FALLBACK_BASES[automatic], key=lambda name: budget.worst_margin(tried[name]))
     fallback = [name for name in tried if name.startswith(f"{base}, ")]
     probes = {f"{base}, layer {layer} {group} fp32" for layer in (0, 1) for group in GROUPS}
-    assert set(fallback[:8]) == probes  # each of the two layers' four projections alone
-    assert len(fallback) == 8 + 6  # then the top 2 ... 7 of their ranking: all eight would be no int8 at all
-    kept = [name.removeprefix(f"{base}, ").removesuffix(" fp32") for name in fallback[8:]]
+    assert set(fallback[:CONFIRMED]) < probes  # the top of the sample's ranking, each alone on the whole texts
+    assert len(fallback) == CONFIRMED + 6  # then the top 2 ... 7 of the ranking: all eight would be no int8 at all
+    kept = [name.removeprefix(f"{base}, ").removesuffix(" fp32") for name in fallback[CONFIRMED:]]
     sizes = [sum(4 if p.endswith(" all") else len(p.split()[2].split("+")) for p in name.split(", ")) for name in kept]
     assert sizes == [2, 3, 4, 5, 6, 7]
     assert len(tried) == len(ladder) + len(fallback)
