@@ -365,12 +365,13 @@ class _Search:
 
         Each projection is probed alone in fp32 on a sample of the selection text and ranked by the mean cosine to
         fp32 that wins back: a smooth figure a sample estimates well, where top-10 agreement moves by single
-        neighbours (MiniLM's 24 probes on the whole texts: held-out top-10 0.967-0.971 against 0.968 with none in fp32,
-        a ranking of noise, at ~14 s a probe on an AMD EPYC Zen 2). The top CONFIRMED are judged alone on the whole
-        texts and ranked again by their worst margin over them; then the top one, two, three ... stay fp32 together,
-        wherever they sit (MiniLM held to the budget on Plone's French: four projections in three layers, where a
-        whole-layer search kept three layers). Ranked by quality, not timed against each other: one projection of
-        many changes the speed by less than a timing's noise.
+        neighbours (MiniLM's 24 probes judged on the whole texts read held-out top-10 0.967-0.971 against 0.968 with
+        none in fp32: a ranking of noise, and of the gated text's own figure). The top CONFIRMED are judged alone on
+        the whole texts and ranked again by their worst margin; then the top one, two, three ... stay fp32 together,
+        wherever they sit, never a whole layer for one projection's sake. Ranked by quality, not timed against each
+        other: one projection of many changes the speed by less than a timing's noise.
+        (benchmarks/results/epyc-zen2/int8_fallback_ranking.md: what the sample's ranking chose, and how it holds on
+        text no search saw.)
         """
 
         def alone(key: tuple[int, str]) -> Recipe:
