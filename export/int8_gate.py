@@ -269,8 +269,9 @@ class _Search:
     def trial(self, recipe: Recipe, *, probe: bool = False) -> tuple[bool, Path, dict[str, int]]:
         """Quantize and judge `recipe`; a recipe already judged under another name is not run again.
 
-        Held-out text is measured when the selection text passes, and always for a `probe` (ranking layers); a probe is
-        timed in paired rounds only once it becomes a candidate (`passing`).
+        Held-out text is measured when the selection text passes, and always for a `probe` (a projection the fallback
+        confirms, ranked by its worst margin); a probe is timed in paired rounds only once it becomes a candidate
+        (`passing`).
         """
         same = (
             tuple(recipe.modes.items()),

@@ -33,7 +33,7 @@ from onnxbert.export.int8_gate import (
     parse_recipe,
     recipe_named,
 )
-from onnxbert.export.judge import SPEED_ROUNDS
+from onnxbert.export.judge import PROBE_TEXTS, SPEED_ROUNDS
 from onnxbert.export.optimize import operator_counts
 from onnxbert.export.progress import Progress
 from onnxbert.export.sts import sts_pairs, unique_sentences
@@ -77,6 +77,8 @@ def test_minilm_int8_meets_the_strict_budget_and_records_its_recipe(minilm_int8_
         assert recipe["name"] == tied[0]
     else:
         assert not passing  # the per-projection fallback runs only when no ladder recipe passes
+        ranked = recipe["fallback_ranking"]  # every projection alone in fp32, on a sample of STS-B dev
+        assert len(ranked) == 24 and all(figures["texts"] == PROBE_TEXTS for figures in ranked.values())
     assert all(figures["failures"] for figures in recipe["candidates"].values() if not figures["passed"])
     # held out: the budget holds on Python's documentation (gated); the other texts are reported
     held = recipe["held_out"]
