@@ -8,14 +8,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CorpusJob", "embed_corpus", "output_path", "read_texts"]
+__all__ = ["CorpusJob", "embed_corpus", "iter_texts", "output_path", "read_texts"]
 
 _SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".txt")
 
@@ -30,7 +29,8 @@ class CorpusJob:
     normalize: bool = False
     variant: str = "auto"
     threads: int | None = None  # per run; None: 1, with one run per core at once
-    chunk: int = 4096  # texts per Encoder call: bounds memory on large files
+    chunk: int = 4096  # texts per Encoder call, and per Parquet row group written: bounds memory on large files
+    ray_chunk: int = 65_536  # texts per Ray Dataset: each starts its own actor pool, so far fewer, larger ones
 
 
 def output_path(source: Path, outdir: Path) -> Path:
@@ -38,56 +38,53 @@ def output_path(source: Path, outdir: Path) -> Path:
     return outdir / f"{source.stem}.parquet"
 
 
-def read_texts(path: Path, column: str) -> list[str]:
-    """Texts of a .parquet (column), .jsonl / .ndjson (field) or .txt (one per line) file."""
+def iter_texts(path: Path, column: str) -> Iterator[str]:
+    """Texts of a .parquet (column), .jsonl / .ndjson (field) or .txt (one per line) file, as read."""
     if path.suffix not in _SUFFIXES:
         raise ValueError(f"{path}: unsupported input; use one of {', '.join(_SUFFIXES)}")
-    from onnxbert.runtime.textfile import read_texts as read_file_texts  # importing runtime loads onnxruntime
+    from onnxbert.runtime.textfile import iter_texts as iter_file_texts  # importing runtime loads onnxruntime
 
-    return read_file_texts(path, column, option="--column")
+    return iter_file_texts(path, column, option="--column")
 
 
-def write_parquet(path: Path, texts: list[str], vectors: np.ndarray) -> None:
-    """Write `text` and `embedding` columns to a temporary file, then rename: a file is there whole or not at all."""
+def read_texts(path: Path, column: str) -> list[str]:
+    """`iter_texts` as a list: for files known to be small."""
+    return list(iter_texts(path, column))
+
+
+def _write_parquet(path: Path, parts: Iterator[tuple[list[str], np.ndarray]], dimension: int) -> int:
+    """`text` and `embedding` columns, one row group per part, written whole or not at all; returns the rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
-    embedding = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
-    table = pa.table({"text": pa.array(texts, type=pa.string()), "embedding": embedding})
-    handle, scratch = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    os.chmod(scratch, 0o666 & ~_umask())  # mkstemp makes it private; the result is an ordinary file
-    try:
-        pq.write_table(table, scratch)
-        os.replace(scratch, path)
-    finally:
-        if os.path.exists(scratch):
-            os.unlink(scratch)
+    from onnxbert.runtime.textfile import written_whole
+
+    schema = pa.schema([("text", pa.string()), ("embedding", pa.list_(pa.float32(), dimension))])
+    rows = 0
+    with written_whole(path) as scratch, pq.ParquetWriter(scratch, schema) as writer:
+        for texts, vectors in parts:
+            flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+            embedding = pa.FixedSizeListArray.from_arrays(flat, dimension)
+            writer.write_table(pa.table([pa.array(texts, type=pa.string()), embedding], schema=schema))
+            rows += len(texts)
+    return rows
 
 
-def _umask() -> int:
-    mask = os.umask(0)  # reading the umask means setting it; put it straight back
-    os.umask(mask)
-    return mask
-
-
-def _embed_local(job: CorpusJob, texts: list[str]) -> np.ndarray:
+def _embed_local(job: CorpusJob, chunks: Iterator[list[str]]) -> Iterator[tuple[list[str], np.ndarray]]:
     from onnxbert.runtime import Encoder, available_cpus
 
     # As on Ray (one actor per `threads` cores): one-thread runs, one per core at once, outrun one run at a time on
     # every core (MiniLM int8 on 2 AMD Zen 4 cores: 14% more texts a second).
     threads = job.threads or 1
     encoder = Encoder(job.model_dir, variant=job.variant, threads=threads, workers=max(1, available_cpus() // threads))
-    parts = [
-        encoder.embed(texts[i : i + job.chunk], pooling=job.pooling, normalize=job.normalize)
-        for i in range(0, len(texts), job.chunk)
-    ]
-    return np.concatenate(parts) if parts else np.zeros((0, encoder.hidden_size), np.float32)
+    for texts in chunks:
+        yield texts, encoder.embed(texts, pooling=job.pooling, normalize=job.normalize)
 
 
-def _embed_ray(job: CorpusJob, texts: list[str], address: str | None) -> np.ndarray:
-    """One file's texts on a Ray cluster (joined at `address`, or a local one), in order."""
+def _embed_ray(
+    job: CorpusJob, chunks: Iterator[list[str]], address: str | None
+) -> Iterator[tuple[list[str], np.ndarray]]:
+    """One file's texts on a Ray cluster (joined at `address`, or a local one), one Dataset per chunk, in order."""
     import ray
     import ray.data
 
@@ -104,18 +101,17 @@ def _embed_ray(job: CorpusJob, texts: list[str], address: str | None) -> np.ndar
         ray.data.DataContext.get_current().enable_progress_bars = False
     cpus = int(ray.available_resources().get("CPU", 1))
     threads = job.threads or 1
-    ds = ray.data.from_items([{"text": t} for t in texts])
-    out = embed_dataset(
-        ds,
-        job.model_dir,
-        actors=max(1, cpus // threads),
-        cpus_per_actor=threads,
-        pooling=job.pooling,
-        normalize=job.normalize,
-        variant=job.variant,
-    )
-    rows = out.take_all()
-    return np.stack([row["embedding"] for row in rows]).astype(np.float32)
+    for texts in chunks:
+        out = embed_dataset(
+            ray.data.from_items([{"text": t} for t in texts]),
+            job.model_dir,
+            actors=max(1, cpus // threads),
+            cpus_per_actor=threads,
+            pooling=job.pooling,
+            normalize=job.normalize,
+            variant=job.variant,
+        )
+        yield texts, np.stack([row["embedding"] for row in out.take_all()]).astype(np.float32)
 
 
 def embed_corpus(
@@ -137,6 +133,10 @@ def embed_corpus(
         raise ValueError(f"input files must have distinct names (outputs are named by stem): {stems}")
     target = Path(outdir)
     target.mkdir(parents=True, exist_ok=True)
+    from onnxbert.runtime.manifest import Manifest  # importing runtime loads onnxruntime
+    from onnxbert.runtime.textfile import text_chunks
+
+    dimension = Manifest.load(Path(job.model_dir)).architecture.hidden_size
     done: dict[str, list[Path]] = {"written": [], "skipped": []}
     for index, source in enumerate(sources, start=1):
         out = output_path(source, target)
@@ -146,11 +146,16 @@ def embed_corpus(
             continue
         for stale in target.glob(f".{out.name}.*.tmp"):  # left by a run killed while writing this file
             stale.unlink()
-        texts = read_texts(source, job.column)
-        vectors = _embed_ray(job, texts, ray_address) if use_ray else _embed_local(job, texts)
-        write_parquet(out, texts, vectors)
+        # A first pass finds a file's faults before any work is done; then the file streams through in chunks.
+        for _ in iter_texts(source, job.column):
+            pass
+        if use_ray:
+            parts = _embed_ray(job, text_chunks(iter_texts(source, job.column), job.ray_chunk), ray_address)
+        else:
+            parts = _embed_local(job, text_chunks(iter_texts(source, job.column), job.chunk))
+        rows = _write_parquet(out, parts, dimension)
         done["written"].append(out)
-        _say(progress, f"[{index}/{len(sources)}] {source.name}: {len(texts)} texts -> {out}")
+        _say(progress, f"[{index}/{len(sources)}] {source.name}: {rows} texts -> {out}")
     return done
 
 

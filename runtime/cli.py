@@ -7,32 +7,69 @@ import json
 import platform
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
 from .encoder import Encoder
+from .errors import TextError
 from .manifest import Manifest, held_out_verdict, unknown_tokens_note
 from .pooling import normalize
 from .session import cpu_flags, int8_fits_16_bits, int8_kernel, int8_kernel_without_vnni
-from .textfile import read_texts
+from .textfile import iter_texts, text_chunks, written_whole
 
 __all__ = ["run_embed", "run_info"]
 
-_CHUNK = 2048  # texts per Encoder call when streaming a file: bounds memory and paces the progress line
+_CHUNK = 2048  # texts per Encoder call: bounds memory on a file of any size and paces the progress line
+SUMMARY_MATRIX = 16  # --summary prints the cosine matrix of up to this many texts (it grows with their square)
+# A .npy written as it streams gets its header last, in this many bytes reserved before the rows: the shape is known
+# only at the end when the input is a pipe. 64-byte aligned, as numpy writes it; room for any shape.
+_NPY_HEADER_BYTES = 128
 
 
-def _chunks(texts: list[str], show: bool) -> Iterator[tuple[int, list[str]]]:
-    for start in range(0, len(texts), _CHUNK):
-        yield start, texts[start : start + _CHUNK]
-        if show:
-            done = min(start + _CHUNK, len(texts))
-            print(
-                f"\rembedded {done}/{len(texts)} texts",
-                end="" if done < len(texts) else "\n",
-                file=sys.stderr,
-            )
+def _texts(args: argparse.Namespace) -> Iterator[str]:
+    yield from args.texts
+    if args.input:
+        yield from iter_texts(Path(args.input), args.field)
+
+
+def _count(args: argparse.Namespace) -> int | None:
+    """How many texts there are: a regular file is read through once, so that its faults are found before any work.
+
+    None for a pipe (`--input /dev/stdin`, `<(zcat ...)`): it can be read only once, as it streams.
+    """
+    if args.input and not Path(args.input).exists():
+        raise ValueError(f"--input {args.input}: no such file")
+    if args.input and not Path(args.input).is_file():
+        return None
+    return sum(1 for _ in _texts(args))
+
+
+def _npy_header(rows: int, columns: int) -> bytes:
+    """A .npy (format 1.0) header for float32 rows, padded to `_NPY_HEADER_BYTES`."""
+    header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {columns}), }}"
+    size = _NPY_HEADER_BYTES - 10  # magic (6), version (2), header length (2)
+    return b"\x93NUMPY\x01\x00" + size.to_bytes(2, "little") + header.ljust(size - 1).encode("latin1") + b"\n"
+
+
+@contextmanager
+def _numbered_from(start: int) -> Iterator[None]:
+    """A chunk's fault about one text names that text's place in the whole input, not in the chunk."""
+    try:
+        yield
+    except TextError as error:
+        raise TextError(start + error.index, error.reason) from None
+
+
+@contextmanager
+def _lines_to(output: Path | None) -> Iterator[TextIO]:
+    if output is None:
+        yield sys.stdout
+        return
+    with written_whole(output) as scratch, scratch.open("w", encoding="utf-8") as sink:
+        yield sink
 
 
 def _write_rows(sink: TextIO, rows: Iterator[dict[str, Any]]) -> None:
@@ -40,34 +77,33 @@ def _write_rows(sink: TextIO, rows: Iterator[dict[str, Any]]) -> None:
         sink.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def _summary(encoder: Encoder, texts: list[str], vectors: np.ndarray, pooling: str) -> None:
+def _summary_lines(encoder: Encoder, start: int, texts: list[str], vectors: np.ndarray) -> None:
     tokens = encoder.tokenize(texts)
-    print(f"{encoder!r}, pooling={pooling}")
     for index, text in enumerate(texts):
         head = " ".join(f"{value:+.4f}" for value in vectors[index, :4])
         print(
-            f"[{index}] {len(tokens.ids[index]):>3} tokens  |v|={np.linalg.norm(vectors[index]):.3f}  "
+            f"[{start + index}] {len(tokens.ids[index]):>3} tokens  |v|={np.linalg.norm(vectors[index]):.3f}  "
             f"[{head} ...]  {text[:60]}"
         )
-    if len(texts) > 1:
-        unit = normalize(vectors)
-        print("cosine similarity:")
-        for index, row in enumerate(unit @ unit.T):
-            print(f"[{index}] " + " ".join(f"{value:6.3f}" for value in row))
+
+
+def _cosine_matrix(vectors: np.ndarray) -> None:
+    unit = normalize(vectors)
+    print("cosine similarity:")
+    for index, row in enumerate(unit @ unit.T):
+        print(f"[{index}] " + " ".join(f"{value:6.3f}" for value in row))
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    """Embed arguments or a file; write .npy / .jsonl or JSON lines to stdout."""
-    texts = list(args.texts)
-    if args.input:
-        texts += read_texts(Path(args.input), args.field)
-    if not texts:
-        raise ValueError("nothing to embed: give TEXT arguments or --input FILE")
+    """Embed arguments or a file as it streams, in chunks; write .npy / .jsonl or JSON lines to stdout."""
     output = Path(args.output) if args.output else None
     if output is not None and output.suffix not in (".npy", ".jsonl"):
         raise ValueError(f"--output {output}: use a .npy or .jsonl file name")
     if args.token_level and output is not None and output.suffix == ".npy":
         raise ValueError("--token-level rows differ in length: write them to a .jsonl file, not .npy")
+    total = _count(args)
+    if total == 0:
+        raise ValueError("nothing to embed: give TEXT arguments or --input FILE")
     encoder = Encoder(
         args.directory,
         variant=args.variant,
@@ -78,39 +114,71 @@ def run_embed(args: argparse.Namespace) -> int:
     )
     pooling = args.pooling or encoder.default_pooling
     show = args.input is not None and sys.stderr.isatty()
+    done = 0
+
+    def chunks() -> Iterator[tuple[int, list[str]]]:
+        nonlocal done
+        for chunk in text_chunks(_texts(args), _CHUNK):
+            yield done, chunk
+            done += len(chunk)
+            if show:
+                print(f"\rembedded {done}" + (f"/{total}" if total else "") + " texts", end="", file=sys.stderr)
+        if show:
+            print(file=sys.stderr)
+        if done == 0:
+            raise ValueError(f"nothing to embed: {args.input} held no text")
+        if total is not None and done != total:
+            raise ValueError(f"{args.input} changed while it was read: {total} texts, then {done}")
+
     if args.token_level:
-        sink = output.open("w", encoding="utf-8") if output else sys.stdout
-        for start, chunk in _chunks(texts, show):
-            out = encoder.encode(chunk)
-            _write_rows(
-                sink,
-                (
-                    {
-                        "index": start + i,
-                        "input_ids": out.input_ids[i].tolist(),
-                        "truncated": bool(out.truncated[i]),
-                        "last_hidden_state": out.last_hidden_state[i].tolist(),
-                    }
-                    for i in range(len(chunk))
-                ),
-            )
-        if output:
-            sink.close()
+        with _lines_to(output) as sink:
+            for start, chunk in chunks():
+                with _numbered_from(start):
+                    out = encoder.encode(chunk)
+                _write_rows(
+                    sink,
+                    (
+                        {
+                            "index": start + i,
+                            "input_ids": out.input_ids[i].tolist(),
+                            "truncated": bool(out.truncated[i]),
+                            "last_hidden_state": out.last_hidden_state[i].tolist(),
+                        }
+                        for i in range(len(chunk))
+                    ),
+                )
         return 0
-    vectors = np.concatenate(
-        [encoder.embed(chunk, pooling=pooling, normalize=args.normalize) for _, chunk in _chunks(texts, show)]
-    )
     if args.summary:
-        _summary(encoder, texts, vectors, pooling)
-    elif output is not None and output.suffix == ".npy":
-        np.save(output, vectors)
+        print(f"{encoder!r}, pooling={pooling}")
+        first: list[np.ndarray] = []  # the first SUMMARY_MATRIX texts' vectors, for the cosine matrix
+        for start, chunk in chunks():
+            with _numbered_from(start):
+                vectors = encoder.embed(chunk, pooling=pooling, normalize=args.normalize)
+            _summary_lines(encoder, start, chunk, vectors)
+            if start < SUMMARY_MATRIX:
+                first.append(vectors[: SUMMARY_MATRIX - start])
+        if 1 < done <= SUMMARY_MATRIX:
+            _cosine_matrix(np.concatenate(first))
+        elif done > SUMMARY_MATRIX:
+            print(f"(no cosine matrix for {done} texts: it is printed for up to {SUMMARY_MATRIX})")
+        return 0
+    if output is not None and output.suffix == ".npy":
+        with written_whole(output) as scratch, scratch.open("wb") as npy:
+            npy.write(bytes(_NPY_HEADER_BYTES))
+            for start, chunk in chunks():
+                with _numbered_from(start):
+                    vectors = encoder.embed(chunk, pooling=pooling, normalize=args.normalize)
+                npy.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+            npy.seek(0)
+            npy.write(_npy_header(done, encoder.hidden_size))
     else:
-        sink = output.open("w", encoding="utf-8") if output else sys.stdout
-        _write_rows(sink, ({"index": i, "embedding": vectors[i].tolist()} for i in range(len(texts))))
-        if output:
-            sink.close()
+        with _lines_to(output) as sink:
+            for start, chunk in chunks():
+                with _numbered_from(start):
+                    vectors = encoder.embed(chunk, pooling=pooling, normalize=args.normalize)
+                _write_rows(sink, ({"index": start + i, "embedding": vectors[i].tolist()} for i in range(len(chunk))))
     if output is not None:
-        print(f"wrote {len(texts)} x {vectors.shape[1]} ({pooling}) to {output}", file=sys.stderr)
+        print(f"wrote {done} x {encoder.hidden_size} ({pooling}) to {output}", file=sys.stderr)
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import TypeVar
 
-__all__ = ["ModelDirectoryError", "ProviderError", "parse_choice"]
+__all__ = ["ModelDirectoryError", "ProviderError", "TextError", "parse_choice"]
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -18,6 +18,15 @@ class ModelDirectoryError(ValueError):
 
 class ProviderError(RuntimeError):
     """The execution provider asked for is not available or did not become active."""
+
+
+class TextError(ValueError):
+    """One text of a call cannot be embedded as asked: `index` is its place in the call's `texts`."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"texts[{index}] {reason}")
+        self.index = index
+        self.reason = reason
 
 
 def parse_choice(kind: type[E], value: object, name: str) -> E:

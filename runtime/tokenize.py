@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Tokenizer
 
-from .errors import REEXPORT_HINT, ModelDirectoryError
+from .errors import REEXPORT_HINT, ModelDirectoryError, TextError
 
 __all__ = ["TextTokenizer", "Tokenized", "check_texts"]
 
@@ -103,17 +103,19 @@ class TextTokenizer:
         if not truncate and truncated.any():
             index = int(np.flatnonzero(truncated)[0])
             count = self.count_tokens(texts[index])
-            raise ValueError(
-                f"texts[{index}] has {count} tokens, over max_length={self.max_length}; "
-                "pass truncate=True to cut it, or shorten the text"
+            raise TextError(
+                index,
+                f"has {count} tokens, over max_length={self.max_length}; pass truncate=True to cut it, or shorten "
+                "the text",
             )
         ids = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
         lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
         if lengths.size and not lengths.min():  # BERT's [CLS] [SEP] make every text at least 2 tokens
             index = int(np.argmin(lengths))
-            raise ValueError(
-                f"texts[{index}] has no tokens: this tokenizer adds no special tokens and leaves nothing of the text "
-                "(empty, or only characters it removes); give it some text"
+            raise TextError(
+                index,
+                "has no tokens: this tokenizer adds no special tokens and leaves nothing of the text (empty, or only "
+                "characters it removes); give it some text",
             )
         spans = [list(e.offsets) for e in encodings] if offsets else None
         strings = [list(e.tokens) for e in encodings] if offsets else None

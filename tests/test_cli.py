@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import os
+import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import pytest
 
 from onnxbert.cli import main
 from onnxbert.runtime import Encoder
+from onnxbert.runtime.cli import SUMMARY_MATRIX
 from onnxbert.runtime.textfile import read_texts
 
 
@@ -60,6 +68,115 @@ def test_embed_lines_file_to_npy(tiny_model_dir: Path, tmp_path: Path) -> None:
     )
     np.testing.assert_allclose(np.load(bulk), expected, atol=1e-6)
     assert main(["embed", str(tiny_model_dir), "x", "--workers", "0"]) == 1
+
+
+def test_a_file_larger_than_a_chunk_streams_to_npy_and_a_late_fault_writes_nothing(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = [f"text number {i} " + "word " * (i % 7) for i in range(5000)]  # 2048 texts a chunk: three chunks
+    source = tmp_path / "many.txt"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    target = tmp_path / "many.npy"
+    assert main(["embed", str(tiny_model_dir), "-i", str(source), "-o", str(target)]) == 0
+    expected = Encoder(tiny_model_dir).embed(lines)
+    np.testing.assert_allclose(np.load(target), expected, atol=1e-6)
+    np.testing.assert_allclose(np.load(target, mmap_mode="r")[4999], expected[4999], atol=1e-6)
+    before = target.read_bytes()
+    bad = tmp_path / "late.jsonl"  # the fault is on the last line: found before anything is embedded or written
+    bad.write_text("".join(json.dumps({"text": t}) + "\n" for t in lines) + "{not json\n", encoding="utf-8")
+    assert main(["embed", str(tiny_model_dir), "-i", str(bad), "-o", str(target)]) == 1
+    assert "late.jsonl:5001: not a JSON record" in capsys.readouterr().err
+    assert target.read_bytes() == before  # the earlier output is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late.jsonl", "many.npy", "many.txt"]  # no scratch left
+    assert main(["embed", str(tiny_model_dir), "-i", str(tmp_path / "absent.txt")]) == 1
+    assert "absent.txt: no such file" in capsys.readouterr().err
+
+
+def _writer_of(fifo: Path, reader: subprocess.Popen[bytes]) -> TextIO:
+    """The FIFO's writing end, once `reader` has opened it to read (an error, not a hang, if it never does)."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            descriptor = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO while no process reads it
+            break
+        except OSError as error:
+            if error.errno != errno.ENXIO or reader.poll() is not None or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+    os.set_blocking(descriptor, True)
+    return open(descriptor, "w", encoding="utf-8")
+
+
+def test_a_pipe_is_embedded_as_it_arrives(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The first chunk's vectors come out while the writer still holds the rest back: nothing waits for the whole
+    input (the old reader read it all first, and this test would time out)."""
+    fifo = tmp_path / "texts.fifo"
+    os.mkfifo(fifo)
+    lines = [f"line {i} of a stream" for i in range(2048 + 100)]
+    command = [sys.executable, "-m", "onnxbert", "embed", str(tiny_model_dir), "-i", str(fifo)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    rows: list[dict[str, object]] = []
+    first_row = threading.Event()
+
+    def read_rows() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            rows.append(json.loads(line))
+            first_row.set()
+
+    reader = threading.Thread(target=read_rows)
+    reader.start()
+    try:
+        with _writer_of(fifo, process) as writer:
+            writer.write("".join(line + "\n" for line in lines[:2048]))
+            writer.flush()
+            assert first_row.wait(120), "no vector came out before the input ended"
+            writer.write("".join(line + "\n" for line in lines[2048:]))
+        process.wait(timeout=120)
+    finally:
+        process.kill()
+        reader.join()
+    assert process.stderr is not None
+    assert process.returncode == 0, process.stderr.read().decode()
+    assert [row["index"] for row in rows] == list(range(len(lines)))
+    np.testing.assert_allclose([row["embedding"] for row in rows], Encoder(tiny_model_dir).embed(lines), atol=1e-6)
+    # a pipe into a .npy: its shape is known only at the end, and written then
+    target = tmp_path / "piped.npy"
+    feeder = threading.Thread(target=lambda: fifo.write_text("a\nb c\n", encoding="utf-8"))
+    feeder.start()
+    assert main(["embed", str(tiny_model_dir), "-i", str(fifo), "-o", str(target)]) == 0
+    feeder.join()
+    np.testing.assert_allclose(np.load(target), Encoder(tiny_model_dir).embed(["a", "b c"]), atol=1e-6)
+
+
+def test_a_fault_in_a_later_chunk_names_the_text_by_its_place_in_the_input(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Texts go to the Encoder 2,048 at a time; a text it refuses is named by its index in the file, not the chunk."""
+    model = Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+    tokenizer = json.loads((model / "tokenizer.json").read_text(encoding="utf-8"))
+    tokenizer["post_processor"] = None  # no [CLS] [SEP]: an empty text has no tokens at all
+    (model / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+    manifest = json.loads((model / "onnxbert.json").read_text(encoding="utf-8"))
+    manifest["tokenizer"]["sha256"] = hashlib.sha256((model / "tokenizer.json").read_bytes()).hexdigest()
+    (model / "onnxbert.json").write_text(json.dumps(manifest), encoding="utf-8")
+    source = tmp_path / "texts.txt"
+    source.write_text("word\n" * 2050 + "\n" + "word\n", encoding="utf-8")  # texts[2050] is the empty line
+    assert main(["embed", str(model), "-i", str(source), "-o", str(tmp_path / "out.npy")]) == 1
+    assert "texts[2050] has no tokens" in capsys.readouterr().err
+    assert not (tmp_path / "out.npy").exists()
+
+
+def test_summary_of_many_texts_leaves_out_the_cosine_matrix(
+    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    words = [f"word{i}" for i in range(SUMMARY_MATRIX + 1)]
+    assert main(["embed", str(tiny_model_dir), *words, "--summary"]) == 0
+    out = capsys.readouterr().out
+    assert "cosine similarity" not in out and f"no cosine matrix for {SUMMARY_MATRIX + 1} texts" in out
+    assert f"[{SUMMARY_MATRIX}]" in out  # every text still has its line
+    assert main(["embed", str(tiny_model_dir), *words[:SUMMARY_MATRIX], "--summary"]) == 0
+    assert "cosine similarity" in capsys.readouterr().out
 
 
 def test_embed_jsonl_field_token_level(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -62,15 +62,24 @@ def test_parquet_inputs_hold_text_in_every_row(tmp_path: Path) -> None:
 
 def test_embed_corpus_in_process(tiny_model_dir: Path, tmp_path: Path) -> None:
     inputs = write_inputs(tmp_path / "in", (30, 20, 25))
-    done = embed_corpus(CorpusJob(tiny_model_dir, normalize=True), inputs, tmp_path / "out", progress=False)
-    assert [p.name for p in done["written"]] == ["a.parquet", "b.parquet", "c.parquet"]
+    (empty := tmp_path / "in" / "empty.txt").write_bytes(b"")
+    job = CorpusJob(tiny_model_dir, normalize=True, chunk=8)  # a file streams through in chunks of 8 texts
+    done = embed_corpus(job, [*inputs, empty], tmp_path / "out", progress=False)
+    assert [p.name for p in done["written"]] == ["a.parquet", "b.parquet", "c.parquet", "empty.parquet"]
     encoder = Encoder(tiny_model_dir)
     for source, seed, count in zip(inputs, (1, 2, 3), (30, 20, 25), strict=True):
         got_texts, vectors = read_output(tmp_path / "out" / f"{source.stem}.parquet")
         assert got_texts == texts(count, seed)
         np.testing.assert_allclose(vectors, encoder.embed(got_texts, normalize=True), atol=1e-6)
+        assert pq.ParquetFile(tmp_path / "out" / f"{source.stem}.parquet").num_row_groups == -(-count // 8)
+    assert pq.read_table(tmp_path / "out" / "empty.parquet").num_rows == 0
     again = embed_corpus(CorpusJob(tiny_model_dir), inputs, tmp_path / "out", progress=False)
     assert again["written"] == [] and len(again["skipped"]) == 3
+    bad = tmp_path / "in" / "late.jsonl"  # a fault on the last line is found before anything is embedded
+    bad.write_text('{"text": "fine"}\n' * 20 + "{broken\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"late\.jsonl:21: not a JSON record"):
+        embed_corpus(job, [bad], tmp_path / "out", progress=False)
+    assert not list((tmp_path / "out").glob("*late*"))  # neither an output nor a scratch file
 
 
 def test_outputs_are_ordinary_files_under_the_umask(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -132,7 +141,8 @@ def test_embed_corpus_on_ray_writes_what_in_process_writes(
 ) -> None:
     inputs = write_inputs(tmp_path / "in", (30, 20, 25))
     embed_corpus(CorpusJob(tiny_model_dir), inputs, tmp_path / "local", progress=False)
-    embed_corpus(CorpusJob(tiny_model_dir), inputs, tmp_path / "ray", use_ray=True, progress=False)
+    # one Ray Dataset per 16 texts: chunks come back in order
+    embed_corpus(CorpusJob(tiny_model_dir, ray_chunk=16), inputs, tmp_path / "ray", use_ray=True, progress=False)
     for name in ("a.parquet", "b.parquet", "c.parquet"):
         local_texts, local = read_output(tmp_path / "local" / name)
         ray_texts, on_ray = read_output(tmp_path / "ray" / name)
