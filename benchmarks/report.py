@@ -102,7 +102,13 @@ def _model_section(name: str, model: dict[str, Any], peaks: dict[str, Any]) -> l
             f"{_fmt(r['p50_ms'])} / {_fmt(r['p99_ms'])} ({r['speedup_vs_pytorch']:.2f}x)"
             for r in (data["systems"][s] for s in systems)
         ]
-        out.append(f"| {workload} | " + " | ".join(cells) + " |")
+        primed = " (primed)" if data.get("primed") else ""  # absent in runs before priming
+        out.append(f"| {workload}{primed} | " + " | ".join(cells) + " |")
+    out += [
+        "",
+        "Each call after a 50 ms idle pause; a primed call after an untimed call of the same system, so that another "
+        "system's still-spinning threads are not charged to it.",
+    ]
     text = model["workloads"]["sts-dev"]
     q = model["quality"]
     out += [
