@@ -10,7 +10,7 @@
   fp32). Literary English (Shakespeare's plays) is reported too: its sentences sit about twice as close together as
   Python's documentation's, so top-10 there asks for about half the error. Gating either, or Plone's French, would
   keep projections in fp32 for every user of the default, for text the model was not made for or the user may never
-  send (the README gives the cost); gating French does not carry to other languages. Users with such text gate on
+  send (docs/int8.md gives the cost); gating French does not carry to other languages. Users with such text gate on
   it with `--int8-text`.
 
 Defaults follow the model's vocabulary: English STS-B (train / dev) with Python's documentation gated, Chinese
@@ -24,9 +24,7 @@ part gated.
 
 from __future__ import annotations
 
-import codecs
 import hashlib
-import itertools
 import random
 import re
 from collections.abc import Iterable, Iterator
@@ -37,7 +35,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from onnxbert.runtime.textfile import JsonlLineError, jsonl_text
+from onnxbert.runtime.textfile import iter_texts
 
 from .errors import ExportError
 from .judge import SelectionText
@@ -60,9 +58,9 @@ SELECTION_SENTENCES = 3000  # bounds export time: every candidate is embedded ov
 MIN_USER_TEXTS = 300
 # A larger --int8-text file is sampled while it streams: export memory stays bounded by the sample, not the file.
 USER_TEXT_SAMPLE = 20_000
-MAX_TEXT_BYTES = 1 << 20  # one line, JSONL record or Parquet value; longer is an error, not a read of unbounded size
 # A kept text is cut to this many characters, so the sample stays within USER_TEXT_SAMPLE times it, not times
-# MAX_TEXT_BYTES; ordinary text spends under 8 characters a token, so the cut keeps every token a 512-token BERT reads.
+# MAX_TEXT_BYTES (the reader's bound on one text); ordinary text spends under 8 characters a token, so the cut keeps
+# every token a 512-token BERT reads.
 MAX_KEPT_CHARS = 4096
 CJK_VOCABULARY = 0.5  # a vocabulary with more than this share of CJK entries gets the Chinese default
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -146,83 +144,21 @@ def _record(
 def read_user_texts(path: Path, field: str = "text") -> Iterator[str]:
     """Texts of a file, streamed: Parquet (column `field`), JSONL (key `field` of each object or a string), else lines.
 
-    A missing file fails here; a malformed one fails at the text where reading finds the fault.
+    The runtime's reader (`onnxbert.runtime.textfile`), with null Parquet values skipped. A missing file fails here;
+    a malformed one fails at the text where reading finds the fault.
     """
     if not path.exists():
         raise ExportError(f"--int8-text {path}: no such file")
     if not path.is_file():
         raise ExportError(f"--int8-text {path} is not a file: give one text file, JSONL or Parquet")
-    if path.suffix == ".parquet":
-        return _parquet_texts(path, field)
-    if path.suffix in (".jsonl", ".ndjson"):
-        return _jsonl_texts(path, field)
-    return (line for _, line in _lines(path))
+    return _as_export_errors(iter_texts(path, field, "--int8-text-field", skip_nulls=True))
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Each line's number and text, read one line at a time, none longer than MAX_TEXT_BYTES."""
-    with path.open("rb") as file:
-        offset = 0
-        for number in itertools.count(1):
-            raw = file.readline(MAX_TEXT_BYTES + 2)  # room for the line's end, "\r\n"
-            if not raw:
-                return
-            if len(raw.rstrip(b"\r\n")) > MAX_TEXT_BYTES:
-                raise ExportError(
-                    f"--int8-text {path}: line {number} is longer than {MAX_TEXT_BYTES:,} bytes; give one sentence "
-                    "or passage per line"
-                )
-            line = raw.removeprefix(codecs.BOM_UTF8) if number == 1 else raw  # a BOM is not part of the first text
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as error:
-                at = offset + len(raw) - len(line) + error.start
-                raise ExportError(
-                    f"--int8-text {path} is not UTF-8 (line {number}, byte {at}: {error.reason}); save it as UTF-8"
-                ) from None
-            offset += len(raw)
-            yield number, text.rstrip("\r\n")
-
-
-def _jsonl_texts(path: Path, field: str) -> Iterator[str]:
-    for number, line in _lines(path):
-        if not line.strip():
-            continue
-        try:
-            yield jsonl_text(line, field, "--int8-text-field")
-        except JsonlLineError as error:
-            raise ExportError(f"--int8-text {path} line {number}: {error}") from None
-
-
-def _parquet_texts(path: Path, field: str) -> Iterator[str]:
+def _as_export_errors(texts: Iterator[str]) -> Iterator[str]:
     try:
-        import pyarrow
-        import pyarrow.compute
-        import pyarrow.parquet as pq
-    except ImportError as error:
-        raise ExportError(f"reading {path} needs pyarrow: pip install pyarrow") from error
-    try:
-        table = pq.ParquetFile(path)
-        columns = table.schema_arrow.names
-        if field not in columns:
-            raise ExportError(f"{path} has no column {field!r} (columns: {columns}); pass --int8-text-field")
-        kind = table.schema_arrow.field(field).type
-        if not (pyarrow.types.is_string(kind) or pyarrow.types.is_large_string(kind)):
-            raise ExportError(f"{path} column {field!r} holds {kind}, not text; pass --int8-text-field")
-        rows = 0
-        for batch in table.iter_batches(batch_size=4096, columns=[field]):  # only the column int8 reads
-            column = batch.column(0)
-            too_long = pyarrow.compute.greater(pyarrow.compute.binary_length(column), MAX_TEXT_BYTES)
-            if pyarrow.compute.any(too_long).as_py():
-                row = rows + pyarrow.compute.index(too_long, True).as_py() + 1
-                raise ExportError(
-                    f"--int8-text {path}: row {row} of {field!r} is longer than {MAX_TEXT_BYTES:,} bytes; give one "
-                    "sentence or passage per row"
-                )
-            rows += len(column)
-            yield from (value for value in column.to_pylist() if value is not None)
-    except pyarrow.ArrowException as error:
-        raise ExportError(f"--int8-text {path} is not a readable Parquet file: {error}") from None
+        yield from texts
+    except ValueError as error:  # the reader's fault, naming the file and where
+        raise ExportError(f"--int8-text {error}") from None
 
 
 def _sample(texts: Iterable[str]) -> tuple[list[str], int, int]:

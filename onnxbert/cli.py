@@ -104,8 +104,8 @@ def _add_embed(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = commands.add_parser(
         "embed",
         help="embed texts with a model directory",
-        description="Embed TEXT arguments or the lines / JSONL records of --input. Writes .npy or .jsonl to "
-        "--output, or JSON lines to stdout.",
+        description="Embed TEXT arguments or the lines / JSONL records / Parquet column of --input, streamed in "
+        "chunks (a pipe too). Writes .npy or .jsonl to --output, whole or not at all, or JSON lines to stdout.",
     )
     parser.add_argument("directory", help="model directory written by `onnxbert export`")
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to embed")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 __all__ = [
     "JSONL_SUFFIXES",
+    "MAX_TEXT_BYTES",
     "JsonlLineError",
     "iter_texts",
     "jsonl_text",
@@ -29,16 +30,20 @@ __all__ = [
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 _PARQUET_BATCH = 8192  # rows read from Parquet at a time
+# One line, JSONL record or Parquet value; longer is an error, not a read of unbounded size. A BERT reads at most 512
+# tokens, ~4 kB of ordinary text: a text this long is a file's structure gone wrong (one line for a whole book).
+MAX_TEXT_BYTES = 1 << 20
 
 
-def iter_texts(path: Path, field: str = "text", option: str = "--field") -> Iterator[str]:
+def iter_texts(path: Path, field: str = "text", option: str = "--field", *, skip_nulls: bool = False) -> Iterator[str]:
     """Column `field` of a .parquet file, `field` of each record of a .jsonl file, else the file's lines, as read.
 
-    `option` is the command-line option that names the field, for the error when it is missing. A fault is raised
-    when the reading reaches it: count the texts first (`sum(1 for _ in iter_texts(...))`) to find it before any work.
+    `option` is the command-line option that names the field, for the error when it is missing. A null Parquet value
+    is an error unless `skip_nulls`. A fault (a ValueError naming the file and its line or row) is raised when the
+    reading reaches it: count the texts first (`sum(1 for _ in iter_texts(...))`) to find it before any work.
     """
     if path.suffix == ".parquet":
-        return _parquet_texts(path, field, option)
+        return _parquet_texts(path, field, option, skip_nulls)
     return _line_texts(path, field if path.suffix in JSONL_SUFFIXES else None, option)
 
 
@@ -54,26 +59,42 @@ def text_chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Each line's number and text, read one line at a time, none longer than MAX_TEXT_BYTES."""
+    with path.open("rb") as handle:
+        offset = 0
+        for number in itertools.count(1):
+            raw = handle.readline(MAX_TEXT_BYTES + 2)  # room for the line's end, "\r\n"
+            if not raw:
+                return
+            if len(raw.rstrip(b"\r\n")) > MAX_TEXT_BYTES:
+                raise ValueError(
+                    f"{path}:{number}: longer than {MAX_TEXT_BYTES:,} bytes; give one text per line (a BERT reads "
+                    "at most its max_length tokens of it)"
+                )
+            line = raw.removeprefix(codecs.BOM_UTF8) if number == 1 else raw  # a BOM is not part of the first text
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                at = offset + len(raw) - len(line) + error.start
+                raise ValueError(f"{path}:{number}: not UTF-8 ({error.reason} at byte {at} of the file)") from None
+            offset += len(raw)
+            yield number, text.rstrip("\r\n")  # CRLF files too
+
+
 def _line_texts(path: Path, field: str | None, option: str) -> Iterator[str]:
     """Each line (field None), or `field` of each line's JSON object, blank lines skipped."""
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if number == 1:
-                raw = raw.removeprefix(codecs.BOM_UTF8)  # a byte-order mark is not part of the first text
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")  # CRLF files too
-            except UnicodeDecodeError as error:
-                raise ValueError(f"{path}:{number}: not UTF-8 ({error.reason} at byte {error.start})") from None
-            if field is None:
-                yield line
-                continue
-            if not line.strip():
-                continue
-            try:
-                text = jsonl_text(line, field, option)
-            except JsonlLineError as error:
-                raise ValueError(f"{path}:{number}: {error}") from None
-            yield text
+    for number, line in _lines(path):
+        if field is None:
+            yield line
+            continue
+        if not line.strip():
+            continue
+        try:
+            text = jsonl_text(line, field, option)
+        except JsonlLineError as error:
+            raise ValueError(f"{path}:{number}: {error}") from None
+        yield text
 
 
 class JsonlLineError(ValueError):
@@ -95,7 +116,7 @@ def jsonl_text(line: str, field: str, option: str) -> str:
     return value
 
 
-def _parquet_texts(path: Path, column: str, option: str) -> Iterator[str]:
+def _parquet_texts(path: Path, column: str, option: str, skip_nulls: bool) -> Iterator[str]:
     try:
         import pyarrow
         import pyarrow.compute
@@ -113,11 +134,18 @@ def _parquet_texts(path: Path, column: str, option: str) -> Iterator[str]:
         start = 0
         for batch in batches:
             values = batch.column(0)
-            if values.null_count:  # a missing text has no vector: refused, not embedded as the string "None"
+            if values.null_count and not skip_nulls:  # no vector for a missing text: not embedded as "None"
                 row = start + pyarrow.compute.index(values.is_null(), True).as_py() + 1
                 raise ValueError(f"{path}: row {row} of column {column!r} is null; give every row a text")
+            too_long = pyarrow.compute.greater(pyarrow.compute.binary_length(values), MAX_TEXT_BYTES)
+            if pyarrow.compute.any(too_long).as_py():
+                row = start + pyarrow.compute.index(too_long, True).as_py() + 1
+                raise ValueError(
+                    f"{path}: row {row} of column {column!r} is longer than {MAX_TEXT_BYTES:,} bytes; give one text "
+                    "per row (a BERT reads at most its max_length tokens of it)"
+                )
             start += len(values)
-            yield from values.to_pylist()
+            yield from (value for value in values.to_pylist() if value is not None)
     except pyarrow.ArrowException as error:
         raise ValueError(f"{path} is not a readable Parquet file: {error}") from None
 

@@ -107,6 +107,22 @@ def _writer_of(fifo: Path, reader: subprocess.Popen[bytes]) -> TextIO:
     return open(descriptor, "w", encoding="utf-8")
 
 
+def test_a_line_has_a_bound(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A text over MAX_TEXT_BYTES (one line, JSONL record or Parquet value) is refused, never read into memory whole:
+    a file whose structure went wrong (a book on one line) stops with its line, not with the machine's memory."""
+    from onnxbert.runtime import textfile
+
+    monkeypatch.setattr(textfile, "MAX_TEXT_BYTES", 100)
+    (tmp_path / "edge.txt").write_bytes(b"a" * 100 + b"\r\n" + b"b" * 100)  # 100 bytes each: the limit
+    assert main(["embed", str(tiny_model_dir), "-i", str(tmp_path / "edge.txt")]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    (tmp_path / "book.txt").write_bytes(b"short\n" + b"x" * 10_000 + b"\n")
+    assert main(["embed", str(tiny_model_dir), "-i", str(tmp_path / "book.txt")]) == 1
+    assert "book.txt:2: longer than 100 bytes" in capsys.readouterr().err
+
+
 def test_a_pipe_is_embedded_as_it_arrives(tiny_model_dir: Path, tmp_path: Path) -> None:
     """The first chunk's vectors come out while the writer still holds the rest back: nothing waits for the whole
     input (the old reader read it all first, and this test would time out)."""

@@ -31,10 +31,10 @@ def test_reads_lines_jsonl_and_parquet(tmp_path: Path) -> None:
     assert list(read_user_texts(_lines(tmp_path / "a.txt", texts))) == texts
     (tmp_path / "a.jsonl").write_text("\n".join(json.dumps({"body": t}) for t in texts) + "\n\n", encoding="utf-8")
     assert list(read_user_texts(tmp_path / "a.jsonl", "body")) == texts
-    with pytest.raises(ExportError, match=r"line 1: expected .* string field 'text' \(pass --int8-text-field\)"):
+    with pytest.raises(ExportError, match=r"a\.jsonl:1: expected .* string field 'text' \(pass --int8-text-field\)"):
         list(read_user_texts(tmp_path / "a.jsonl"))
     (tmp_path / "deep.jsonl").write_text(json.dumps({"text": "ok"}) + "\n" + "[" * 100_000 + "\n", encoding="utf-8")
-    with pytest.raises(ExportError, match=r"deep\.jsonl line 2: not a JSON record"):  # nested deeper than json reads
+    with pytest.raises(ExportError, match=r"deep\.jsonl:2: not a JSON record"):  # nested deeper than json reads
         list(read_user_texts(tmp_path / "deep.jsonl"))
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
@@ -49,10 +49,10 @@ def test_unreadable_text_files_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "bom.txt").write_bytes("\ufeffcafé\nthé\n".encode())
     assert list(read_user_texts(tmp_path / "bom.txt")) == ["café", "thé"]
     (tmp_path / "latin1.txt").write_bytes("ok\ncafé\n".encode("latin-1"))
-    with pytest.raises(ExportError, match=r"latin1.txt is not UTF-8 \(line 2, byte 6"):
+    with pytest.raises(ExportError, match=r"--int8-text .*latin1\.txt:2: not UTF-8 \(.* at byte 6 of the file\)"):
         list(read_user_texts(tmp_path / "latin1.txt"))
     (tmp_path / "bom-latin1.txt").write_bytes(b"\xef\xbb\xbfcaf\xe9\n")  # the BOM's 3 bytes count
-    with pytest.raises(ExportError, match=r"\(line 1, byte 6"):
+    with pytest.raises(ExportError, match=r"bom-latin1\.txt:1: not UTF-8 \(.* at byte 6 of the file\)"):
         list(read_user_texts(tmp_path / "bom-latin1.txt"))
     with pytest.raises(ExportError, match="is not a file"):
         read_user_texts(tmp_path)
@@ -85,6 +85,7 @@ def test_a_large_file_is_sampled_as_it_streams_and_a_huge_line_is_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from onnxbert.export import int8_text
+    from onnxbert.runtime import textfile
 
     monkeypatch.setattr(int8_text, "USER_TEXT_SAMPLE", 400)
     texts = python_docs(1000)
@@ -95,18 +96,18 @@ def test_a_large_file_is_sampled_as_it_streams_and_a_huge_line_is_an_error(
     assert text.record["file"]["non_blank"] == 1000
     assert text.record["file"]["sampled"] == "400 of 1000 non-blank texts at random (seed 0)"
     assert user_int8_text(tmp_path / "docs.txt").selection == text.selection  # the sample is seeded too
-    monkeypatch.setattr(int8_text, "MAX_TEXT_BYTES", 100)
+    monkeypatch.setattr(textfile, "MAX_TEXT_BYTES", 100)  # the reader export shares with embed
     (tmp_path / "edge.txt").write_bytes(b"a" * 100 + b"\r\n" + b"b" * 100)  # 100 bytes each: the limit
     assert [len(t) for t in read_user_texts(tmp_path / "edge.txt")] == [100, 100]
     _lines(tmp_path / "long.jsonl", [json.dumps({"text": "x" * 50}), json.dumps({"text": "y" * 200})])
-    with pytest.raises(ExportError, match="line 2 is longer than 100 bytes"):
+    with pytest.raises(ExportError, match=r"long\.jsonl:2: longer than 100 bytes"):
         list(read_user_texts(tmp_path / "long.jsonl"))
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
     # The limit counts bytes: 60 characters of "é" are 120 bytes.
     pq.write_table(pa.table({"text": ["ok"] * 5 + ["é" * 60], "n": list(range(6))}), tmp_path / "long.parquet")
-    with pytest.raises(ExportError, match="row 6 of 'text' is longer than 100 bytes"):
+    with pytest.raises(ExportError, match="row 6 of column 'text' is longer than 100 bytes"):
         list(read_user_texts(tmp_path / "long.parquet"))
     with pytest.raises(ExportError, match="column 'n' holds int64, not text"):
         list(read_user_texts(tmp_path / "long.parquet", "n"))
