@@ -17,6 +17,7 @@ PAUSE_S = 0.05
 # an untimed call of the same system first, after which the neighbour's threads have parked. Longer calls are not:
 # the spin is a small share of them, and a primer would double their cost.
 PRIMED_BELOW_S = 0.25
+WARMUP_TEXTS = 64  # a slice is enough to warm allocators and threads; the whole corpus is not
 
 
 def percentiles(samples: Sequence[float]) -> dict[str, float]:
@@ -42,10 +43,10 @@ def interleaved(
     for system in systems:
         for _ in range(warmup):
             start = time.perf_counter()
-            system.embed(texts[:64])  # a slice is enough to warm allocators and threads; the whole corpus is not
+            system.embed(texts[:WARMUP_TEXTS])
             slowest = max(slowest, time.perf_counter() - start)
     # Every system primed, or none: the same conditions for all. The warm-up timed the whole call when it was short.
-    primed = len(texts) <= 64 and slowest < PRIMED_BELOW_S
+    primed = len(texts) <= WARMUP_TEXTS and slowest < PRIMED_BELOW_S
     samples: dict[str, list[float]] = {s.name: [] for s in systems}
     # Each call follows an untimed pause, so a single-text call is latency after an idle gap (threads parked or
     # parking), what a lightly loaded service sees, not back-to-back throughput.

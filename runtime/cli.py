@@ -6,10 +6,10 @@ import argparse
 import json
 import platform
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import numpy as np
 
@@ -21,6 +21,8 @@ from .session import cpu_flags, int8_fits_16_bits, int8_kernel, int8_kernel_with
 from .textfile import iter_texts, text_chunks, written_whole
 
 __all__ = ["run_embed", "run_info"]
+
+T = TypeVar("T")
 
 _CHUNK = 2048  # texts per Encoder call: bounds memory on a file of any size and paces the progress line
 SUMMARY_MATRIX = 16  # --summary prints the cosine matrix of up to this many texts (it grows with their square)
@@ -52,15 +54,6 @@ def _npy_header(rows: int, columns: int) -> bytes:
     header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {columns}), }}"
     size = _NPY_HEADER_BYTES - 10  # magic (6), version (2), header length (2)
     return b"\x93NUMPY\x01\x00" + size.to_bytes(2, "little") + header.ljust(size - 1).encode("latin1") + b"\n"
-
-
-@contextmanager
-def _numbered_from(start: int) -> Iterator[None]:
-    """A chunk's fault about one text names that text's place in the whole input, not in the chunk."""
-    try:
-        yield
-    except TextError as error:
-        raise TextError(start + error.index, error.reason) from None
 
 
 @contextmanager
@@ -116,10 +109,15 @@ def run_embed(args: argparse.Namespace) -> int:
     show = args.input is not None and sys.stderr.isatty()
     done = 0
 
-    def chunks() -> Iterator[tuple[int, list[str]]]:
+    def each(run: Callable[[list[str]], T]) -> Iterator[tuple[int, list[str], T]]:
+        """`run` on every chunk; a fault about one text names its place in the whole input, not in the chunk."""
         nonlocal done
         for chunk in text_chunks(_texts(args), _CHUNK):
-            yield done, chunk
+            try:
+                result = run(chunk)
+            except TextError as error:
+                raise TextError(done + error.index, error.reason) from None
+            yield done, chunk, result
             done += len(chunk)
             if show:
                 print(f"\rembedded {done}" + (f"/{total}" if total else "") + " texts", end="", file=sys.stderr)
@@ -130,11 +128,12 @@ def run_embed(args: argparse.Namespace) -> int:
         if total is not None and done != total:
             raise ValueError(f"{args.input} changed while it was read: {total} texts, then {done}")
 
+    def embed(chunk: list[str]) -> np.ndarray:
+        return encoder.embed(chunk, pooling=pooling, normalize=args.normalize)
+
     if args.token_level:
         with _lines_to(output) as sink:
-            for start, chunk in chunks():
-                with _numbered_from(start):
-                    out = encoder.encode(chunk)
+            for start, chunk, out in each(encoder.encode):
                 _write_rows(
                     sink,
                     (
@@ -151,9 +150,7 @@ def run_embed(args: argparse.Namespace) -> int:
     if args.summary:
         print(f"{encoder!r}, pooling={pooling}")
         first: list[np.ndarray] = []  # the first SUMMARY_MATRIX texts' vectors, for the cosine matrix
-        for start, chunk in chunks():
-            with _numbered_from(start):
-                vectors = encoder.embed(chunk, pooling=pooling, normalize=args.normalize)
+        for start, chunk, vectors in each(embed):
             _summary_lines(encoder, start, chunk, vectors)
             if start < SUMMARY_MATRIX:
                 first.append(vectors[: SUMMARY_MATRIX - start])
@@ -165,17 +162,13 @@ def run_embed(args: argparse.Namespace) -> int:
     if output is not None and output.suffix == ".npy":
         with written_whole(output) as scratch, scratch.open("wb") as npy:
             npy.write(bytes(_NPY_HEADER_BYTES))
-            for start, chunk in chunks():
-                with _numbered_from(start):
-                    vectors = encoder.embed(chunk, pooling=pooling, normalize=args.normalize)
+            for _, _, vectors in each(embed):
                 npy.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
             npy.seek(0)
             npy.write(_npy_header(done, encoder.hidden_size))
     else:
         with _lines_to(output) as sink:
-            for start, chunk in chunks():
-                with _numbered_from(start):
-                    vectors = encoder.embed(chunk, pooling=pooling, normalize=args.normalize)
+            for start, chunk, vectors in each(embed):
                 _write_rows(sink, ({"index": start + i, "embedding": vectors[i].tolist()} for i in range(len(chunk))))
     if output is not None:
         print(f"wrote {done} x {encoder.hidden_size} ({pooling}) to {output}", file=sys.stderr)

@@ -86,6 +86,9 @@ def test_a_file_larger_than_a_chunk_streams_to_npy_and_a_late_fault_writes_nothi
     bad.write_text("".join(json.dumps({"text": t}) + "\n" for t in lines) + "{not json\n", encoding="utf-8")
     assert main(["embed", str(tiny_model_dir), "-i", str(bad), "-o", str(target)]) == 1
     assert "late.jsonl:5001: not a JSON record" in capsys.readouterr().err
+    # before any work: the file is read through before the model is even loaded
+    assert main(["embed", str(tmp_path / "no-model"), "-i", str(bad), "-o", str(target)]) == 1
+    assert "late.jsonl:5001: not a JSON record" in capsys.readouterr().err
     assert target.read_bytes() == before  # the earlier output is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["late.jsonl", "many.npy", "many.txt"]  # no scratch left
     assert main(["embed", str(tiny_model_dir), "-i", str(tmp_path / "absent.txt")]) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,6 +80,10 @@ def test_embed_corpus_in_process(tiny_model_dir: Path, tmp_path: Path) -> None:
     bad.write_text('{"text": "fine"}\n' * 20 + "{broken\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"late\.jsonl:21: not a JSON record"):
         embed_corpus(job, [bad], tmp_path / "out", progress=False)
+    broken = Path(shutil.copytree(tiny_model_dir, tmp_path / "broken-model"))
+    (broken / "model.onnx").unlink()  # the Encoder cannot load: a fault found first never gets that far
+    with pytest.raises(ValueError, match=r"late\.jsonl:21: not a JSON record"):
+        embed_corpus(CorpusJob(broken), [bad], tmp_path / "out", progress=False)
     assert not list((tmp_path / "out").glob("*late*"))  # neither an output nor a scratch file
 
 
