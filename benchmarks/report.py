@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from benchmarks import held_out
 from benchmarks.env import int8_isa
 from benchmarks.isa_classes import hidden_from, table_lines
 from onnxbert.runtime.manifest import held_out_verdict, unknown_tokens_note
@@ -87,6 +88,12 @@ def _isa_lines(model: dict[str, Any]) -> list[str]:
     return ["### int8 / fp32 per int8 kernel class", "", *table_lines(model["isa_classes"]), ""]
 
 
+def _held_out_lines(model: dict[str, Any]) -> list[str]:
+    if "held_out_texts" not in model:
+        return []
+    return ["### int8 on text no search saw", "", *held_out.table_lines(model["held_out_texts"]), ""]
+
+
 def _model_section(name: str, model: dict[str, Any], peaks: dict[str, Any]) -> list[str]:
     systems = model["systems"]
     cfg = model["config"]
@@ -136,6 +143,7 @@ def _model_section(name: str, model: dict[str, Any], peaks: dict[str, Any]) -> l
         "",
         *_recipe_lines(model),
         *_isa_lines(model),
+        *_held_out_lines(model),
         "### Cold start (fresh process to first embedding) and peak RSS",
         "",
         "| system | cold start s | vs a bare ONNX Runtime session | peak RSS MB |",
@@ -269,6 +277,8 @@ def check(out: Path) -> list[str]:
         for system in model.get("systems", []):
             if "top10_agreement" not in model.get("quality", {}).get(system, {}):
                 problems.append(f"{name}/{system}: no quality figures")
+        if name == "minilm" and not results.get("settings", {}).get("quick", True) and "held_out_texts" not in model:
+            problems.append(f"{name}: a full run without the int8-on-unseen-text section")
     report = (out / "report.md").read_text(encoding="utf-8") if (out / "report.md").is_file() else ""
     for heading in ("## Headline", "### Latency per call", "### Real text", "### Cold start", "dependency closure"):
         if heading not in report:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import coldstart, isa_classes, peak, quality
+from benchmarks import coldstart, held_out, isa_classes, peak, quality
 from benchmarks.env import environment
-from benchmarks.models import prepare
+from benchmarks.models import USER_TEXT, prepare, prepare_user_text
 from benchmarks.systems import build_systems, peers_available
 from benchmarks.timing import interleaved, summarize
 from benchmarks.workloads import sts_dev, workloads
@@ -94,6 +94,10 @@ def _measure_model(name: str, settings: Settings, peaks: dict[str, float]) -> di
             limit=limit,
             stand_in=not settings.quick,
         )
+    if model.real_weights and not settings.quick:  # a second export (minutes): full runs only
+        log(f"{name}: int8 on text no search saw (the default, and gated on {USER_TEXT} with --int8-text)")
+        graphs = {"default": (model.directory, None), USER_TEXT: prepare_user_text(settings.cache)}
+        result["held_out_texts"] = held_out.measure(graphs, held_out.full_texts(), settings.threads, rounds=3)
     log(f"{name}: cold start")
     result["cold_start"] = coldstart.cold_starts(
         model.checkpoint, model.directory, settings.threads, runs=1 if settings.quick else 3

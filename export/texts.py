@@ -117,7 +117,11 @@ def shakespeare(limit: int = 1000) -> list[str]:
 
 
 def _po_messages(path: Path) -> list[str]:
-    """The translated messages of a gettext catalogue: fuzzy (unreviewed) and untranslated entries left out."""
+    """The translated messages of a gettext catalogue.
+
+    Fuzzy (unreviewed) and untranslated entries are left out, and so is the header: the entry with an empty msgid
+    holds the catalogue's metadata, not a message.
+    """
     found = []
     for entry in re.split(r"\n\s*\n", path.read_text("utf-8")):
         if re.search(r"^#,.*\bfuzzy\b", entry, re.M):
@@ -128,14 +132,20 @@ def _po_messages(path: Path) -> list[str]:
         }
         default = re.search(r'^#\. Default: "(.*)"$', entry, re.M)
         text = parts.get("msgstr", "").replace("\\n", " ").replace('\\"', '"')
-        if text and text not in (parts.get("msgid"), default and default.group(1)):
+        if parts.get("msgid") and text and text not in (parts["msgid"], default and default.group(1)):
             found.append(text)
     return found
 
 
-def plone_french(limit: int = 1000) -> list[str]:
-    """French sentences of 6 to 60 words from Plone's message catalogues: markup and placeholders left out."""
-    folder = _package_folder("plone.app.locales", PLONE_LOCALES) / "locales" / "fr" / "LC_MESSAGES"
+def plone_messages(language: str, limit: int = 1000) -> list[str]:
+    """Sentences of 6 to 60 words from Plone's message catalogues in `language` (fr, de, es, it, nl ...).
+
+    Markup and placeholders are left out. The catalogues translate the same messages: two languages share a domain,
+    not text.
+    """
+    folder = _package_folder("plone.app.locales", PLONE_LOCALES) / "locales" / language / "LC_MESSAGES"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"plone.app.locales has no {language!r} catalogues ({folder})")
     found = []
     for catalogue in sorted(folder.glob("*.po")):
         for message in _po_messages(catalogue):
@@ -145,6 +155,11 @@ def plone_french(limit: int = 1000) -> list[str]:
             if 6 <= len(text.split()) <= 60 and text[:1].isupper():
                 found.append(text)
     return _sample(found, limit)
+
+
+def plone_french(limit: int = 1000) -> list[str]:
+    """French sentences of 6 to 60 words from Plone's message catalogues."""
+    return plone_messages("fr", limit)
 
 
 HELD_OUT = {

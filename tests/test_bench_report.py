@@ -110,6 +110,10 @@ def test_check_finds_broken_output(tmp_path: Path) -> None:
     problems = report.check(tmp_path)
     assert any("1x16/onnxbert-fp32" in p for p in problems)
     assert any("throughput.png" in p for p in problems)
+    results = fake_results()
+    results["settings"]["quick"] = False  # a full run measures MiniLM's int8 on unseen text too
+    report.write(results, tmp_path)
+    assert report.check(tmp_path) == ["minilm: a full run without the int8-on-unseen-text section"]
 
 
 def test_quality_metrics() -> None:

@@ -232,6 +232,11 @@ def test_plone_french_is_translated_prose_and_names_its_package_when_missing(mon
     assert len(every) > 1000 and len(set(every)) == len(every)
     assert all(6 <= len(s.split()) <= 60 and "</" not in s and "${" not in s for s in every)  # markup removed
     assert "Si vous souhaitez contacter cet auteur, remplissez le formulaire ci-dessous." in every
+    assert not any("Project-Id-Version" in s for s in every)  # each catalogue's header entry is metadata
+    german = texts.plone_messages("de", 100_000)
+    assert len(german) > 800 and not set(german) & set(every) and not any("Project-Id-Version" in s for s in german)
+    with pytest.raises(FileNotFoundError, match="no 'xx' catalogues"):
+        texts.plone_messages("xx")
     sample = texts.plone_french(1000)
     assert len(sample) == 1000 and sample == texts.plone_french(1000) and set(sample) <= set(every)
     monkeypatch.setattr(texts.importlib.util, "find_spec", lambda name: None)

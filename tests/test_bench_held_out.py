@@ -1,0 +1,108 @@
+"""The suite's int8-on-unseen-text section: each text's role comes from what each export really used."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("torch", reason="the benchmarks need the export extra")
+
+from benchmarks import held_out, report
+from onnxbert.export import export_model
+from onnxbert.export.judge import SelectionText
+from onnxbert.export.texts import plone_messages, shakespeare
+from tests.test_bench_report import fake_results
+
+
+def _text(sentences: list[str]) -> SelectionText:
+    return SelectionText(sentences, [], [], [])
+
+
+def test_roles_figures_and_verdict_from_two_real_exports(
+    tiny_checkpoint: Path, tiny_export_dir: Path, tmp_path: Path
+) -> None:
+    french = plone_messages("fr", 400)
+    source = tmp_path / "french.txt"
+    source.write_text("".join(text + "\n" for text in french), "utf-8")
+    user = tmp_path / "user"
+    export_model(tiny_checkpoint, user, variants="fp32,int8", int8_quality="any", int8_text=source, progress=False)
+    texts = {
+        "sts-dev": SelectionText.sts_dev(),
+        "plone-fr": _text(french),
+        "plone-de": _text(plone_messages("de", 300)),
+        "shakespeare": _text(shakespeare(300)),
+    }
+    graphs = {"default": (tiny_export_dir, None), "user": (user, source)}
+    result = held_out.measure(graphs, texts, threads=1, rounds=1)
+
+    roles = {label: {name: row["role"] for name, row in g["texts"].items()} for label, g in result["graphs"].items()}
+    # the default selects on STS-B dev and only reports Plone's French and Shakespeare; the user's graph is the reverse
+    assert roles["default"] == {
+        "sts-dev": "selection",
+        "plone-fr": "unseen",
+        "plone-de": "unseen",
+        "shakespeare": "unseen",
+    }
+    assert roles["user"] == {
+        "sts-dev": "unseen",
+        "plone-fr": "selection",
+        "plone-de": "unseen",
+        "shakespeare": "unseen",
+    }
+    assert result["graphs"]["user"]["texts"]["plone-fr"]["shared_sentences"] == len(french) - 2 * (len(french) // 4)
+    row = result["graphs"]["default"]["texts"]["sts-dev"]
+    assert row["sentences"] == 2910 and row["spearman_drop"] is not None and 0.0 < row["mean_cosine"] <= 1.0 + 1e-6
+    assert result["graphs"]["user"]["texts"]["shakespeare"]["spearman_drop"] is None
+    # random weights, exported with no budget: nothing fails, so both meet the bar (German is unseen, not English)
+    assert result["graphs"]["user"]["verdict"] == {
+        "unseen_within_budget": ["sts-dev", "plone-de", "shakespeare"],
+        "unseen_outside_budget": [],
+        "meets": True,
+    }
+    assert set(result["speed"]["int8_vs_fp32"]) == {"default", "user"} and result["speed"]["fp32_graph_shared"]
+
+    results = fake_results()
+    next(iter(results["models"].values()))["held_out_texts"] = result
+    text = report.markdown(results)
+    assert "### int8 on text no search saw" in text and "`--int8-text french.txt`" in text
+    assert "| plone-de | de | 300 |" in text and "English, within budget: **yes**" in text
+
+    # a text file that no longer holds what the export read: roles cannot be trusted, so nothing is measured
+    source.write_text("".join(text + "\n" for text in reversed(french)), "utf-8")
+    with pytest.raises(RuntimeError, match="export it again"):
+        held_out.measure(graphs, texts, threads=1, rounds=1)
+    with pytest.raises(ValueError, match="no language"):
+        held_out.measure(graphs, {"klingon": _text(french)}, threads=1, rounds=1)
+
+
+def test_the_bar_needs_two_unseen_texts_within_budget_one_not_english() -> None:
+    def row(role: str, top10: float) -> dict:
+        return {"role": role, "failures": [] if top10 >= 0.97 else [f"top10_agreement={top10}"]}
+
+    budget = {"min_mean_cosine": 0.998, "min_top10": 0.97, "max_spearman_drop": 0.005}
+    graph = {
+        "budget": budget,
+        "gate": {"mean_cosine": 0.9995, "top10_agreement": 0.973},
+        "texts": {
+            "sts-dev": row("selection", 0.973),
+            "python-docs": row("gated", 0.975),
+            "shakespeare": row("unseen", 0.971),
+            "plone-fr": row("unseen", 0.962),
+            "plone-de": row("unseen", 0.971),
+        },
+    }
+    languages = held_out.LANGUAGES
+    assert held_out.verdict(graph, languages)["meets"]  # Shakespeare and German
+    english_only = copy.deepcopy(graph)
+    english_only["texts"]["plone-de"] = row("unseen", 0.965)
+    judged = held_out.verdict(english_only, languages)
+    assert not judged["meets"] and judged["unseen_outside_budget"] == ["plone-fr", "plone-de"]
+    gated_only = copy.deepcopy(graph)  # a gated text is no evidence of generalization, however well it scores
+    gated_only["texts"]["shakespeare"] = row("gated", 0.99)
+    assert not held_out.verdict(gated_only, languages)["meets"]
+    failed_gate = copy.deepcopy(graph)
+    failed_gate["gate"]["top10_agreement"] = 0.969
+    assert not held_out.verdict(failed_gate, languages)["meets"]
