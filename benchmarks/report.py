@@ -94,7 +94,7 @@ def _held_out_lines(model: dict[str, Any]) -> list[str]:
     return ["### int8 on text no search saw", "", *held_out.table_lines(model["held_out_texts"]), ""]
 
 
-def _model_section(name: str, model: dict[str, Any], peaks: dict[str, Any]) -> list[str]:
+def _model_section(name: str, model: dict[str, Any], peaks: dict[str, Any], pause_s: float) -> list[str]:
     systems = model["systems"]
     cfg = model["config"]
     out = [f"## {name} ({cfg['num_hidden_layers']} layers, hidden {cfg['hidden_size']})", ""]
@@ -113,8 +113,8 @@ def _model_section(name: str, model: dict[str, Any], peaks: dict[str, Any]) -> l
         out.append(f"| {workload}{primed} | " + " | ".join(cells) + " |")
     out += [
         "",
-        "Each call after a 50 ms idle pause; a primed call after an untimed call of the same system, so that another "
-        "system's still-spinning threads are not charged to it.",
+        f"Each call after a {pause_s * 1000:.0f} ms idle pause; a primed call after an untimed call of the same "
+        "system, so that another system's still-spinning threads are not charged to it.",
     ]
     text = model["workloads"]["sts-dev"]
     q = model["quality"]
@@ -190,7 +190,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [f"- {line}" for line in headline(results)]
     lines += ["", "Peers: " + "; ".join(f"{k}: {v or 'measured'}" for k, v in results["peers"].items()), ""]
     for name, model in results["models"].items():
-        lines += _model_section(name, model, results["gemm_peak"])
+        # runs before the pause was recorded used 50 ms
+        lines += _model_section(name, model, results["gemm_peak"], results["settings"].get("pause_s", 0.05))
     lines += ["## Serve-time dependency closure", "", "| stack | MB on disk | packages |", "|---|---|---|"]
     for label, data in results["dependency_closure"].items():
         lines.append(f"| {label} | {data['mb']:.0f} | {len(data['packages'])} |")

@@ -15,7 +15,7 @@ from benchmarks import coldstart, held_out, isa_classes, peak, quality
 from benchmarks.env import environment
 from benchmarks.models import USER_TEXT, prepare, prepare_user_text
 from benchmarks.systems import build_systems, peers_available
-from benchmarks.timing import interleaved, summarize
+from benchmarks.timing import PAUSE_S, interleaved, summarize
 from benchmarks.workloads import sts_dev, workloads
 from onnxbert.runtime import Manifest
 
@@ -134,6 +134,7 @@ def run(settings: Settings) -> dict[str, Any]:
             "threads": settings.threads,
             "quick": settings.quick,
             "repeats": settings.repeats,
+            "pause_s": PAUSE_S,  # idle time before each timed call
         },
         "environment": environment(settings.threads),
         "gemm_peak": peaks,

@@ -83,6 +83,11 @@ def test_written_report_passes_the_check(tmp_path: Path) -> None:
     assert report.check(tmp_path) == []
     text = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "minilm onnxbert-int8: 4.00x PyTorch on real text" in text
+    assert "Each call after a 50 ms idle pause" in text  # a run that did not record its pause used 50 ms
+    results = fake_results()
+    results["settings"]["pause_s"] = 0.3
+    report.write(results, tmp_path)
+    assert "Each call after a 300 ms idle pause" in (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "int8 on this CPU: **AVX2 without VNNI (exact u8 x u8 via session.x64quantprecision" in text  # no recipe
 
 
