@@ -169,6 +169,17 @@ def written_whole(output: Path) -> Iterator[Path]:
 
 
 def _umask() -> int:
-    mask = os.umask(0)  # reading the umask means setting it; put it straight back
+    """The process's umask, read without setting it where Linux reports it.
+
+    os.umask is process-wide: setting it, even straight back, would give a file that another thread creates meanwhile
+    (a Ray worker, a server) the wrong mode.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0)  # elsewhere reading it means setting it; put it straight back
     os.umask(mask)
     return mask

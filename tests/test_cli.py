@@ -277,3 +277,21 @@ def test_console_script_info_and_summary(tiny_model_dir: Path) -> None:
     )
     assert summary.returncode == 0, summary.stderr
     assert "cosine similarity" in summary.stdout and "1.000" in summary.stdout
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="Linux reports the umask in /proc")
+def test_an_output_takes_the_umask_without_setting_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxbert.runtime import textfile
+
+    def process_wide(mask: int) -> int:  # another thread's file made meanwhile would get this mask
+        raise AssertionError(f"os.umask({mask:o}) called while writing an output")
+
+    previous = os.umask(0o027)
+    try:
+        monkeypatch.setattr(textfile.os, "umask", process_wide)
+        with textfile.written_whole(tmp_path / "out.npy") as scratch:
+            scratch.write_bytes(b"x")
+    finally:
+        monkeypatch.undo()
+        os.umask(previous)
+    assert (tmp_path / "out.npy").stat().st_mode & 0o777 == 0o640
