@@ -31,6 +31,7 @@ class CorpusJob:
     threads: int | None = None  # per run; None: 1, with one run per core at once
     chunk: int = 4096  # texts per Encoder call, and per Parquet row group written: bounds memory on large files
     ray_chunk: int = 65_536  # texts per Ray Dataset: each starts its own actor pool, so far fewer, larger ones
+    ray_chunk_chars: int = 1 << 28  # ... or fewer texts, where they reach this many characters
 
 
 def output_path(source: Path, outdir: Path) -> Path:
@@ -150,7 +151,9 @@ def embed_corpus(
         for _ in iter_texts(source, job.column):
             pass
         if use_ray:
-            parts = _embed_ray(job, text_chunks(iter_texts(source, job.column), job.ray_chunk), ray_address)
+            parts = _embed_ray(
+                job, text_chunks(iter_texts(source, job.column), job.ray_chunk, job.ray_chunk_chars), ray_address
+            )
         else:
             parts = _embed_local(job, text_chunks(iter_texts(source, job.column), job.chunk))
         rows = _write_parquet(out, parts, dimension)

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = [
+    "CHUNK_CHARS",
     "JSONL_SUFFIXES",
     "MAX_TEXT_BYTES",
     "JsonlLineError",
@@ -29,10 +30,14 @@ __all__ = [
 ]
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
-_PARQUET_BATCH = 8192  # rows read from Parquet at a time
+# Rows read from Parquet at a time: a batch may hold this many values of up to MAX_TEXT_BYTES each.
+_PARQUET_BATCH = 256
 # One line, JSONL record or Parquet value; longer is an error, not a read of unbounded size. A BERT reads at most 512
 # tokens, ~4 kB of ordinary text: a text this long is a file's structure gone wrong (one line for a whole book).
 MAX_TEXT_BYTES = 1 << 20
+# A chunk of texts closes at this many characters whatever its count: 2,048 texts of up to MAX_TEXT_BYTES each would
+# otherwise hold 2 GiB of text.
+CHUNK_CHARS = 1 << 24
 
 
 def iter_texts(path: Path, field: str = "text", option: str = "--field", *, skip_nulls: bool = False) -> Iterator[str]:
@@ -52,10 +57,17 @@ def read_texts(path: Path, field: str = "text", option: str = "--field") -> list
     return list(iter_texts(path, field, option))
 
 
-def text_chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
-    """`texts` in consecutive lists of `size` (the last one shorter), never holding more than one."""
-    stream = iter(texts)
-    while chunk := list(itertools.islice(stream, size)):
+def text_chunks(texts: Iterable[str], size: int, chars: int = CHUNK_CHARS) -> Iterator[list[str]]:
+    """`texts` in consecutive lists of `size`, or fewer where they reach `chars` characters; one list held at a time."""
+    chunk: list[str] = []
+    held = 0
+    for text in texts:
+        chunk.append(text)
+        held += len(text)
+        if len(chunk) == size or held >= chars:
+            yield chunk
+            chunk, held = [], 0
+    if chunk:
         yield chunk
 
 

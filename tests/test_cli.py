@@ -295,3 +295,15 @@ def test_an_output_takes_the_umask_without_setting_it(tmp_path: Path, monkeypatc
         monkeypatch.undo()
         os.umask(previous)
     assert (tmp_path / "out.npy").stat().st_mode & 0o777 == 0o640
+
+
+def test_chunks_close_at_a_count_or_a_number_of_characters() -> None:
+    """A file of long lines is not held 2,048 lines at a time: a chunk also closes once it holds CHUNK_CHARS."""
+    from onnxbert.runtime.textfile import CHUNK_CHARS, text_chunks
+
+    sizes = [len(chunk) for chunk in text_chunks((f"t{i}" for i in range(10)), 4)]
+    assert sizes == [4, 4, 2]
+    long = ["x" * 400] * 10
+    assert [len(chunk) for chunk in text_chunks(long, 4, chars=1000)] == [3, 3, 3, 1]
+    assert [len(chunk) for chunk in text_chunks(["x" * 5000, "y"], 4, chars=1000)] == [1, 1]
+    assert list(text_chunks([], 4)) == [] and 1 << 20 < CHUNK_CHARS < 1 << 26

@@ -51,6 +51,8 @@ def test_parquet_inputs_hold_text_in_every_row(tmp_path: Path) -> None:
     """A null or a number is not embedded as its string ("None", "3"): the file, row and column are named."""
     for name, table, message in [
         ("null.parquet", pa.table({"text": ["a", None, "c"]}), "row 2 of column 'text' is null"),
+        # read a few hundred rows at a time: a fault's row counts the batches before it
+        ("late.parquet", pa.table({"text": ["a"] * 700 + [None]}), "row 701 of column 'text' is null"),
         ("numbers.parquet", pa.table({"text": [1, 2, 3]}), "column 'text' holds int64, not text"),
         ("other.parquet", pa.table({"body": ["a"]}), "has no column 'text'"),
     ]:
@@ -59,6 +61,9 @@ def test_parquet_inputs_hold_text_in_every_row(tmp_path: Path) -> None:
             read_texts(tmp_path / name, "text")
     pq.write_table(pa.table({"text": pa.array(["a", "b"], type=pa.large_string())}), tmp_path / "large.parquet")
     assert read_texts(tmp_path / "large.parquet", "text") == ["a", "b"]
+    many = [f"text {i}" for i in range(1000)]
+    pq.write_table(pa.table({"text": many}), tmp_path / "many.parquet")
+    assert read_texts(tmp_path / "many.parquet", "text") == many
 
 
 def test_embed_corpus_in_process(tiny_model_dir: Path, tmp_path: Path) -> None:
