@@ -155,9 +155,12 @@ def verdict(graph: dict[str, Any], languages: dict[str, str]) -> dict[str, Any]:
     least two unseen texts, one of them not English."""
     unseen = {name: row for name, row in graph["texts"].items() if row["role"] == "unseen"}
     within = [name for name, row in unseen.items() if not row["failures"]]
-    budget = graph["budget"]
-    gate_ok = graph["gate"]["mean_cosine"] >= budget["min_mean_cosine"] and (
-        graph["gate"]["top10_agreement"] >= budget["min_top10"]
+    budget, gate = graph["budget"], graph["gate"]
+    drop = gate.get("spearman_drop")  # None where the selection text has no scored pairs
+    gate_ok = (
+        gate["mean_cosine"] >= budget["min_mean_cosine"]
+        and gate["top10_agreement"] >= budget["min_top10"]
+        and (drop is None or drop <= budget["max_spearman_drop"])
     )
     other_language = [name for name in within if languages[name] != "en"]
     return {

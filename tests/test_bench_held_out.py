@@ -106,3 +106,6 @@ def test_the_bar_needs_two_unseen_texts_within_budget_one_not_english() -> None:
     failed_gate = copy.deepcopy(graph)
     failed_gate["gate"]["top10_agreement"] = 0.969
     assert not held_out.verdict(failed_gate, languages)["meets"]
+    failed_gate = copy.deepcopy(graph)
+    failed_gate["gate"]["spearman_drop"] = 0.006
+    assert not held_out.verdict(failed_gate, languages)["meets"]
