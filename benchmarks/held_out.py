@@ -136,17 +136,12 @@ def speed(graphs: dict[str, Path], sentences: list[str], threads: int, rounds: i
             encoders[name].embed(sentences)
             seconds[name].append(time.perf_counter() - start)
     fp32_sha = {name: Manifest.load(d).variants["fp32"].sha256 for name, d in graphs.items()}
+    ratios = {name: [f / i for f, i in zip(seconds["fp32"], seconds[name], strict=True)] for name in graphs}
     return {
         "sentences": len(sentences),
         "rounds": rounds,
         "fp32_graph_shared": len(set(fp32_sha.values())) == 1,  # else each int8 is timed against the first's fp32
-        "int8_vs_fp32": {
-            name: {
-                "median": statistics.median(f / i for f, i in zip(seconds["fp32"], seconds[name], strict=True)),
-                "rounds": [f / i for f, i in zip(seconds["fp32"], seconds[name], strict=True)],
-            }
-            for name in graphs
-        },
+        "int8_vs_fp32": {name: {"median": statistics.median(r), "rounds": r} for name, r in ratios.items()},
     }
 
 
@@ -178,14 +173,15 @@ def measure(
     unknown = sorted(set(texts) - set(LANGUAGES))
     if unknown:
         raise ValueError(f"texts {unknown} have no language in LANGUAGES")
+    if "sts-dev" not in texts:
+        raise ValueError("the speed rounds run on STS-B dev: texts must hold 'sts-dev'")
     result: dict[str, Any] = {"graphs": {}, "languages": {name: LANGUAGES[name] for name in texts}}
     for label, (directory, text_file) in graphs.items():
         graph = quality(directory, texts, export_parts(directory, text_file), threads)
         graph["int8_text"] = text_file.name if text_file else None
         graph["verdict"] = verdict(graph, result["languages"])
         result["graphs"][label] = graph
-    speed_text = texts.get("sts-dev", next(iter(texts.values()))).sentences
-    result["speed"] = speed({label: d for label, (d, _) in graphs.items()}, speed_text, threads, rounds)
+    result["speed"] = speed({label: d for label, (d, _) in graphs.items()}, texts["sts-dev"].sentences, threads, rounds)
     return result
 
 

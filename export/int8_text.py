@@ -36,6 +36,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from onnxbert.runtime.textfile import iter_texts
+from onnxbert.runtime.tokenize import CJK_IDEOGRAPHS
 
 from .errors import ExportError
 from .judge import SelectionText
@@ -63,7 +64,7 @@ USER_TEXT_SAMPLE = 20_000
 # every token a 512-token BERT reads.
 MAX_KEPT_CHARS = 4096
 CJK_VOCABULARY = 0.5  # a vocabulary with more than this share of CJK entries gets the Chinese default
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_CJK = re.compile(f"[{CJK_IDEOGRAPHS}]")
 # Why a default held-out text is measured and reported instead of gated (the module docstring has the figures).
 _REPORTED_BECAUSE = {
     "chinese-reviews": "another language",

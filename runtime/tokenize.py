@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from tokenizers import Encoding, Tokenizer
 
 from .errors import REEXPORT_HINT, ModelDirectoryError, TextError
 
-__all__ = ["TextTokenizer", "Tokenized", "check_texts"]
+__all__ = ["CJK_IDEOGRAPHS", "TextTokenizer", "Tokenized", "check_texts"]
 
 
 def check_texts(texts: str | Sequence[str]) -> list[str]:
@@ -71,37 +72,41 @@ def _load(path: Path) -> Tokenizer:
 # and ~200 MB of memory per MiB of text here) to keep max_length tokens. The first prefix holds this many characters
 # per token of max_length; a prefix is used only where it gives the text's own tokens (TextTokenizer._prefix_encodings).
 PREFIX_CHARS_PER_TOKEN = 16
-_SPACES = frozenset(" \t\n\r")  # whitespace every pre-tokenizer splits at (Python's isspace holds more)
-# BERT's CJK ideograph ranges, which its normalizer sets apart as words of their own; one probe character from each.
+_SPACES = " \t\n\r"  # whitespace every pre-tokenizer splits at (Python's isspace holds more)
+# BERT's CJK ideograph ranges, which its normalizer sets apart as words of their own; probed one character a range.
 _CJK_RANGES = (
     (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
     (0x2B740, 0x2B81F), (0x2B920, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F),
 )  # fmt: skip
-_CJK = frozenset(chr(c) for low, high in _CJK_RANGES for c in range(low, high + 1))
+CJK_IDEOGRAPHS = "".join(f"{chr(low)}-{chr(high)}" for low, high in _CJK_RANGES)  # a regex character class's body
 
 
-def _word_breaks(tokenizer: Tokenizer) -> frozenset[str]:
-    """Characters at which the tokenizer always ends a word: the tokens before one never depend on the text after it.
+def _word_breaks(tokenizer: Tokenizer) -> re.Pattern[str] | None:
+    """A one-character pattern of where the tokenizer always ends a word, so the tokens before never depend on after.
 
-    Spaces, tabs and line breaks where it splits there; CJK ideographs where it sets each apart (BERT's normalizer).
-    Probed on "ab" + c + "cd" through its normalizer and pre-tokenizer (the model only splits words further). Added
-    tokens are matched before either: one holding such a character could span it.
+    None where there is no such character. Spaces, tabs and line breaks where it splits there; CJK ideographs where
+    it sets each apart (BERT's normalizer). Probed on "ab" + c + "cd" through its normalizer and pre-tokenizer (the
+    model only splits words further). Added tokens are matched before either: one holding such a character could
+    span it.
     """
     split = tokenizer.pre_tokenizer
     if split is None:
-        return frozenset()
+        return None
     normalize = tokenizer.normalizer.normalize_str if tokenizer.normalizer is not None else str
 
     def words(mark: str) -> list[str]:
         text = normalize("ab" + mark + "cd")
         return [w for _, (a, b) in split.pre_tokenize_str(text) if (w := text[a:b].strip())]
 
-    found = {mark for mark in _SPACES if words(mark) == ["ab", "cd"]}
+    found = "".join(re.escape(mark) for mark in _SPACES if words(mark) == ["ab", "cd"])
     # an ideograph is a word of its own (normalized: U+F900 is U+8C48 after NFD)
     if all(len(w := words(chr(low))) == 3 and w[::2] == ["ab", "cd"] and len(w[1]) == 1 for low, _ in _CJK_RANGES):
-        found |= _CJK
+        found += CJK_IDEOGRAPHS
+    if not found:
+        return None
+    breaks = re.compile(f"[{found}]")
     added = "".join(token.content for token in tokenizer.get_added_tokens_decoder().values())
-    return frozenset() if found.intersection(added) else frozenset(found)
+    return None if breaks.search(added) else breaks
 
 
 class TextTokenizer:
@@ -117,7 +122,7 @@ class TextTokenizer:
         self._counter.no_padding()
         self._counter.no_truncation()
         self._breaks = _word_breaks(self._tokenizer)
-        self._prefix_chars = max_length * PREFIX_CHARS_PER_TOKEN if self._breaks else None
+        self._prefix_chars = max_length * PREFIX_CHARS_PER_TOKEN if self._breaks is not None else None
 
     @property
     def vocab_size(self) -> int:
@@ -174,8 +179,8 @@ class TextTokenizer:
         least four times a prefix's length are tried, so a text that never finds a break costs at most a third more.
         """
         found: dict[int, Encoding] = {}
-        size = self._prefix_chars
-        if size is None:
+        size, breaks = self._prefix_chars, self._breaks
+        if size is None or breaks is None:
             return found
         pending = [i for i, text in enumerate(texts) if len(text) >= 4 * size]
         while pending:
@@ -184,7 +189,7 @@ class TextTokenizer:
             for i, head, encoding in zip(pending, heads, self._tokenizer.encode_batch(heads), strict=True):
                 marks = zip(encoding.offsets, encoding.special_tokens_mask, strict=True)
                 kept = [end for (_, end), special in marks if not special]
-                if encoding.overflowing and self._breaks.intersection(head[kept[-1] if kept else 0 : -1]):
+                if encoding.overflowing and breaks.search(head, kept[-1] if kept else 0, len(head) - 1):
                     found[i] = encoding
                 else:
                     retry.append(i)

@@ -76,6 +76,8 @@ def test_roles_figures_and_verdict_from_two_real_exports(
         held_out.measure(graphs, texts, threads=1, rounds=1)
     with pytest.raises(ValueError, match="no language"):
         held_out.measure(graphs, {"klingon": _text(french)}, threads=1, rounds=1)
+    with pytest.raises(ValueError, match="must hold 'sts-dev'"):
+        held_out.measure(graphs, {"plone-fr": _text(french)}, threads=1, rounds=1)
 
 
 def test_the_bar_needs_two_unseen_texts_within_budget_one_not_english() -> None:
