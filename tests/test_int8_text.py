@@ -242,3 +242,23 @@ def test_plone_french_is_translated_prose_and_names_its_package_when_missing(mon
     monkeypatch.setattr(texts.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ExportError, match=r"pip install --no-deps plone\.app\.locales==7\.0\.4"):
         texts.plone_french(10)
+
+
+def test_weblate_messages_are_another_projects_prose_and_name_their_package_when_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from onnxbert.export import texts
+
+    german = texts.weblate_messages("de", 100_000)
+    assert len(german) > 900 and len(set(german)) == len(german)
+    assert all(6 <= len(s.split()) <= 60 and "</" not in s and "%(" not in s for s in german)
+    assert "Das Signieren von Commits ist nicht konfiguriert." in german
+    assert not any("Project-Id-Version" in s for s in german)
+    # not Plone's messages in other words: no sentence in common with Plone's German
+    assert not set(german) & set(texts.plone_messages("de", 100_000))
+    assert texts.weblate_messages("de", 500) == texts.weblate_messages("de", 500)
+    with pytest.raises(FileNotFoundError, match="weblate has no 'xx' catalogues"):
+        texts.weblate_messages("xx")
+    monkeypatch.setattr(texts.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ExportError, match=r"pip install --no-deps weblate==5\.6\.2"):
+        texts.weblate_messages("de", 10)
