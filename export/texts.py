@@ -78,6 +78,8 @@ def _package_folder(package: str, install: str) -> Path:
     spec = importlib.util.find_spec(package)  # locate only: the text files are what is wanted
     if spec is None or spec.origin is None:
         raise ExportError(f"this text comes from {package}, which is not installed: {install}")
+    if spec.submodule_search_locations is None:  # e.g. a script named weblate.py beside the caller
+        raise ExportError(f"this text comes from the {package} package, but {package} is the file {spec.origin}")
     return Path(spec.origin).parent
 
 

@@ -262,3 +262,12 @@ def test_weblate_messages_are_another_projects_prose_and_name_their_package_when
     monkeypatch.setattr(texts.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ExportError, match=r"pip install --no-deps weblate==5\.6\.2"):
         texts.weblate_messages("de", 10)
+
+
+def test_a_module_that_shadows_a_text_package_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxbert.export import texts
+
+    (tmp_path / "weblate.py").write_text("", "utf-8")  # a script of that name first on the path
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ExportError, match=r"the weblate package, but weblate is the file .*weblate\.py"):
+        texts.weblate_messages("de", 10)
