@@ -96,6 +96,7 @@ def prepare_user_text(cache: Path) -> tuple[Path, Path]:
     """MiniLM exported with `--int8-text` (once per cache directory): a user's own non-English text, as README's
     `--int8-text` recipe serves it. Returns the model directory and the text file it was gated on."""
     from onnxbert.export import export_model
+    from onnxbert.export.int8_text import USER_TEXT_TOP10_HEADROOM
     from onnxbert.export.texts import plone_messages
     from onnxbert.runtime import Manifest
 
@@ -106,9 +107,9 @@ def prepare_user_text(cache: Path) -> tuple[Path, Path]:
     if not text_file.is_file() or text_file.read_text("utf-8") != lines:
         text_file.write_text(lines, "utf-8")
     digest = hashlib.sha256(text_file.read_bytes()).hexdigest()
-    fresh = (
-        _current(directory, "auto")
-        and Manifest.load(directory).variants["int8"].recipe["text"].get("file", {}).get("sha256") == digest
+    fresh = _current(directory, "auto") and (
+        (recipe := Manifest.load(directory).variants["int8"].recipe)["text"].get("file", {}).get("sha256") == digest
+        and recipe["budget"].get("top10_headroom") == USER_TEXT_TOP10_HEADROOM  # exported before the headroom: stale
     )
     if not fresh:
         export_model(None, directory, variants="fp32,int8", max_length=512, int8_text=text_file, force=True)

@@ -60,9 +60,11 @@ def _recipe_lines(model: dict[str, Any]) -> list[str]:
     recipe, gate = model["int8_recipe"], model["int8_recipe"]["gate"]
     budget = recipe["budget"]
     how = "chosen" if recipe.get("requested", "auto").startswith("auto") else "pinned (--int8-recipe), judged"
+    headroom = budget.get("top10_headroom", 0.0)  # absent from manifests written before it was recorded
+    searched = f" ({budget['min_top10'] + headroom:g} on the search's own texts)" if headroom else ""
     chosen = (
         f"{how} at export under the budget mean cosine >= {budget['min_mean_cosine']}, top-10 >= "
-        f"{budget['min_top10']}, Spearman drop <= {budget['max_spearman_drop']}"
+        f"{budget['min_top10']}{searched}, Spearman drop <= {budget['max_spearman_drop']}"
         if budget["min_mean_cosine"] >= 0
         else "pinned, no quality budget (random weights)"
     )

@@ -58,11 +58,13 @@ class Int8Options:
     """What int8 must keep of fp32, which recipe to try ('auto': fastest within budget), and with what text.
 
     `user_text`: the user's text, read and split (None: the default for the model's language, export/int8_text.py).
+    `top10_headroom`: what the search asks on top of the budget's top-10 on its texts (None: the text's own).
     """
 
     budget: Int8Budget
     recipe: str = "auto"
     user_text: Int8Text | None = None
+    top10_headroom: float | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,10 @@ def _build_variant(name: str, directory: Path, work: _Work, int8: Int8Options) -
             text=text,
             max_length=work.base.tokenizer.max_length,
             pad_id=work.base.tokenizer.pad_id,
-            budget=int8.budget,
+            budget=replace(
+                int8.budget,
+                top10_headroom=text.top10_headroom if int8.top10_headroom is None else int8.top10_headroom,
+            ),
             recipe=int8.recipe,
         )
         counts = operator_counts(target)

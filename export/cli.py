@@ -75,6 +75,7 @@ def run_export(args: argparse.Namespace) -> int:
             lowercase=args.lowercase,
             int8_text=args.int8_text,
             int8_text_field=args.int8_text_field,
+            int8_headroom=args.int8_headroom,
         )
     except VerificationError as error:
         print(f"onnxbert export: {error}", file=sys.stderr)

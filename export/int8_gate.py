@@ -70,6 +70,8 @@ class Int8Budget:
     min_mean_cosine: float = 0.998
     min_top10: float = 0.97
     max_spearman_drop: float = 0.005
+    # Asked of the texts the search judges on top of min_top10 (`gated`); text it never saw is held to min_top10.
+    top10_headroom: float = 0.0
 
     @classmethod
     def parse(cls, value: str | Int8Budget) -> Int8Budget:
@@ -93,6 +95,16 @@ class Int8Budget:
         if not fields:
             raise ExportError(f"int8 quality {value!r} is empty; presets: {', '.join(BUDGETS)}")
         return replace(cls(), **fields)
+
+    def gated(self) -> Int8Budget:
+        """The budget the search holds its candidates to: min_top10 raised by the headroom.
+
+        A search that stops at the budget's edge on its own texts lands lower on text it never saw: MiniLM gated at
+        strict on Plone's Italian kept 0.971 there and 0.968 on Weblate's Italian (benchmarks/results/epyc-zen2/
+        int8_text_other_projects.md).
+        """
+        # rounded: 0.97 + 0.005 is 0.9750000000000001 in floats, which a top-10 of exactly 0.975 would miss
+        return replace(self, min_top10=round(self.min_top10 + self.top10_headroom, 9), top10_headroom=0.0)
 
     def failures(self, figures: dict[str, Any]) -> list[str]:
         """Each way `figures` misses the budget, in words."""
@@ -124,6 +136,7 @@ class Int8Budget:
             "min_mean_cosine": self.min_mean_cosine,
             "min_top10": self.min_top10,
             "max_spearman_drop": self.max_spearman_drop,
+            "top10_headroom": self.top10_headroom,
         }
 
 
@@ -406,7 +419,13 @@ def _fp32_name(base: Recipe, kept: list[tuple[int, str]]) -> str:
 
 
 def _recipe_record(
-    recipe: Recipe, requested: str, search: _Search, counts: dict[str, int], text: Int8Text, held_out: dict[str, Any]
+    recipe: Recipe,
+    requested: str,
+    search: _Search,
+    counts: dict[str, int],
+    text: Int8Text,
+    budget: Int8Budget,
+    held_out: dict[str, Any],
 ) -> dict[str, Any]:
     fp32_nodes = [t.node for t in search.targets if recipe.mode(t) == "fp32"]
     gate = search.tried[recipe.name]
@@ -422,7 +441,7 @@ def _recipe_record(
             ),
         },
         "excluded_nodes": fp32_nodes,
-        "budget": search.budget.describe(),
+        "budget": budget.describe(),  # the search held its texts to budget.gated()
         "gate": {key: value for key, value in gate.items() if key != "held_out"},
         "held_out": held_out,
         "candidates": {name: figures for name, figures in search.tried.items() if name != recipe.name},
@@ -469,7 +488,7 @@ def choose_int8(
         stats = calibrate(fused, targets, tokens, pad_id)
         judge.set_reference(fused)
     gated = {name: text.held_out[name] for name in text.gated}
-    search = _Search(fused, targets, stats, judge, gated, budget, say, {})
+    search = _Search(fused, targets, stats, judge, gated, budget.gated(), say, {})
     if recipe in AUTO_RECIPES:
         found = search.fastest(auto_ladder(recipe))
         found = found or search.fallback(search.closest(FALLBACK_BASES[recipe]))
@@ -479,7 +498,7 @@ def choose_int8(
         raise VerificationError(
             f"no int8 recipe meets the quality budget {budget.describe()} on {parts['selection']['text']} and the "
             f"held-out text ({', '.join(text.gated)}); nothing was written. Loosen --int8-quality (presets: "
-            "strict, balanced, any) or export fp32 only",
+            "strict, balanced, any) or --int8-headroom, or export fp32 only",
             search.tried,
         )
     chosen, graph, counts = found
@@ -501,4 +520,4 @@ def choose_int8(
                 + "]"
             )
     shutil.move(graph, target)
-    return _recipe_record(chosen, recipe, search, counts, text, held_out)
+    return _recipe_record(chosen, recipe, search, counts, text, budget, held_out)

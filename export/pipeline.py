@@ -78,6 +78,7 @@ def export_model(
     lowercase: bool | None = None,
     int8_text: str | Path | None = None,
     int8_text_field: str = "text",
+    int8_headroom: float | None = None,
     progress: TextIO | bool = True,
 ) -> ExportResult:
     """Export `model` to `output`, every variant verified first.
@@ -90,6 +91,9 @@ def export_model(
     or 'cos=...,top10=...,spearman=...'.
     `int8_text`: the user's text for int8 (text lines, JSONL with `int8_text_field`, or a Parquet column), split
     into calibration, selection and held-out parts; None: STS-B English, or Chinese text for a mostly-CJK vocabulary.
+    `int8_headroom`: top-10 agreement the search asks of its own texts on top of `int8_quality`'s, so that text it
+    never saw keeps the budget; recorded beside the budget. None: 0.005 with `int8_text` (its held-out part is the
+    same file's), 0 for the default text (gated on another genre).
     `int8_recipe`: 'auto' (the fastest pair-safe recipe within the budget: a graph every x86 CPU runs exactly on its
     fast int8 kernel; 'auto-pairsafe' is the same), 'auto-vnni' (the same among the plain recipes, for servers with
     VNNI or AMX), or one recipe name, still held to the budget.
@@ -106,8 +110,10 @@ def export_model(
     if "int8" not in wanted and text_file is not None:
         raise ExportError("--int8-text is for the int8 variant, which --variants does not ask for")
     budget, recipe = Int8Budget.parse(int8_quality), parse_recipe(int8_recipe)
+    if int8_headroom is not None and not 0.0 <= int8_headroom < 1.0:
+        raise ExportError(f"--int8-headroom {int8_headroom} is top-10 agreement to add: give a number in [0, 1)")
     user_text = check_int8_text(text_file, int8_text_field) if "int8" in wanted else None  # read once, here
-    int8 = Int8Options(budget, recipe, user_text)
+    int8 = Int8Options(budget, recipe, user_text, int8_headroom)
     if opset < 17:
         raise ExportError(f"--opset {opset} is too old; the fused graph needs opset >= 17")
     target = Path(output).resolve()

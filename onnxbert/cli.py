@@ -83,6 +83,15 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "and held-out parts (default: STS-B English, or Chinese news and reviews for a mostly-CJK vocabulary)",
     )
     parser.add_argument("--int8-text-field", default="text", help="JSONL key / Parquet column of --int8-text")
+    parser.add_argument(
+        "--int8-headroom",
+        type=float,
+        default=None,
+        metavar="TOP10",
+        help="top-10 agreement the int8 search asks of its own texts on top of --int8-quality's, so that text it "
+        "never saw keeps the budget (default: 0.005 with --int8-text, whose held-out part is the same file's; 0 for "
+        "the default text, gated on another genre); recorded in the manifest beside the budget",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing non-empty DIR")
     parser.add_argument(
         "--lowercase",

@@ -192,6 +192,19 @@ def _int8_speed(recipe: dict[str, Any]) -> str:
     )
 
 
+def _int8_budget(recipe: dict[str, Any]) -> str:
+    """The budget the int8 recipe was chosen under, and the headroom its search asked of its own texts."""
+    budget = recipe["budget"]
+    if held_out_verdict(recipe, {}) == "no budget":
+        return "budget: none (--int8-quality any): figures recorded, nothing asked"
+    headroom = budget.get("top10_headroom", 0.0)  # absent from manifests written before it was recorded
+    searched = f" (the search held its own texts to {budget['min_top10'] + headroom:g})" if headroom else ""
+    return (
+        f"budget: mean cosine >= {budget['min_mean_cosine']:g}, top-10 >= {budget['min_top10']:g}{searched}, "
+        f"Spearman drop <= {budget['max_spearman_drop']:g}"
+    )
+
+
 def run_info(args: argparse.Namespace) -> int:
     """Print the manifest: source, architecture, tokenizer, and each variant's verification figures."""
     manifest = Manifest.load(Path(args.directory))
@@ -222,6 +235,7 @@ def run_info(args: argparse.Namespace) -> int:
             print("      " + json.dumps(figures, default=str))
         if variant.precision == "int8" and "gate" in variant.recipe:
             print("      " + _int8_speed(variant.recipe))
+            print("      " + _int8_budget(variant.recipe))
         for text, held in variant.recipe.get("held_out", {}).items():
             verdict = held_out_verdict(variant.recipe, held)
             verdict += ", gated" if held.get("gated") else ", reported only" if "gated" in held else ""

@@ -474,6 +474,11 @@ def test_budget_presets_and_custom_values() -> None:
     assert Int8Budget.parse("strict") == Int8Budget(0.998, 0.97, 0.005)
     assert Int8Budget.parse("cos=0.99, top10=0.9") == Int8Budget(0.99, 0.9, 0.005)
     assert Int8Budget.parse(BUDGETS["balanced"]) is BUDGETS["balanced"]
+    roomy = Int8Budget(top10_headroom=0.005)
+    assert roomy.gated() == Int8Budget(0.998, 0.975, 0.005)  # exactly 0.975: a top-10 of 0.975 passes the search
+    figures = {"mean_cosine": 0.999, "top10_agreement": 0.973, "spearman_drop": None}
+    assert roomy.failures(figures) == [] and roomy.gated().failures(figures)  # unseen text keeps the plain budget
+    assert roomy.describe()["top10_headroom"] == 0.005 and Int8Budget(**roomy.describe()) == roomy
     for bad in ("", "loose", "cos=high", "recall=0.9"):
         with pytest.raises(ExportError, match="strict, balanced, any"):
             Int8Budget.parse(bad)

