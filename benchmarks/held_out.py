@@ -250,9 +250,10 @@ def table_lines(result: dict[str, Any]) -> list[str]:
     for label in labels:
         graph, judged = graphs[label], graphs[label]["verdict"]
         source = f"`--int8-text {graph['int8_text']}`" if graph["int8_text"] else "the default text"
-        gate = graph["gate"]
+        gate, headroom = graph["gate"], graph["budget"].get("top10_headroom", 0.0)
+        held = f", held to top-10 >= {graph['budget']['min_top10'] + headroom:g}" if headroom else ""
         lines.append(
-            f"- {label} ({source}; recipe {graph['recipe']}; its gate: top-10 {gate['top10_agreement']:.3f}, mean "
+            f"- {label} ({source}; recipe {graph['recipe']}; its gate{held}: top-10 {gate['top10_agreement']:.3f}, mean "
             f"cosine {gate['mean_cosine']:.5f} on {gate['texts']} selection sentences): unseen texts within budget: "
             f"{', '.join(judged['unseen_within_budget']) or 'none'}; outside: "
             f"{', '.join(judged['unseen_outside_budget']) or 'none'}. Selection and two unseen texts, one not "

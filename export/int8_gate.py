@@ -2,11 +2,12 @@
 
 The text comes in three parts (export/int8_text.py): calibration, selection and held-out. Each candidate is run
 through the runtime's Encoder (export/judge.py) and judged on the selection text; one within budget there must also
-hold it on the gated held-out text (the model's language), or it is not taken. Every recipe of the ladder is judged
-and timed; of those within budget (each timed again against fp32 in paired rounds), the one measured fastest here
-is chosen. When none passes, a sensitivity pass ranks the projections (each alone in fp32, by the mean cosine to fp32 on
-a sample of the selection text; the top few judged alone on the whole texts and ranked again by their worst margin over
-selection and gated held-out text) and leaves the top of that ranking in fp32, one more at a time.
+hold it on the gated held-out text (the model's language), or it is not taken. On these texts top-10 must clear the
+budget by the headroom (Int8Budget.gated), so that text no search saw keeps the budget itself. Every recipe of the
+ladder is judged and timed; of those within budget (each timed again against fp32 in paired rounds), the one measured
+fastest here is chosen. When none passes, a sensitivity pass ranks the projections (each alone in fp32, by the mean
+cosine to fp32 on a sample of the selection text; the top few judged alone on the whole texts and ranked again by their
+worst margin over selection and gated held-out text) and leaves the top of that ranking in fp32, one more at a time.
 By default only pair-safe recipes are judged (`auto`: one graph that every x86 CPU runs exactly on its fast kernel);
 `auto-vnni` judges the plain ones.
 No recipe within budget is an error with every candidate's figures: never a silent fallback to fp32 or to a weaker

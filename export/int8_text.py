@@ -19,7 +19,7 @@ Daily) to calibrate, Chinese reviews to choose, other People's Daily sentences g
 reported.
 `--int8-text FILE` uses the user's own text instead (text lines, JSONL or Parquet), streamed and sampled down to
 USER_TEXT_SAMPLE texts of at most MAX_KEPT_CHARS characters each, split three ways at random (seed 0), its held-out
-part gated.
+part gated, the search held to USER_TEXT_TOP10_HEADROOM more top-10 there and on the selection part.
 """
 
 from __future__ import annotations

@@ -65,6 +65,8 @@ def test_roles_figures_and_verdict_from_two_real_exports(
     assert "### int8 on text no search saw" in text and "`--int8-text french.txt`" in text
     assert "| weblate-de | de | 200 |" in text and "English, within budget: **yes**" in text
     assert "translation, within budget" in text
+    # the user's graph was searched with --int8-text's top-10 headroom (on a budget of none: 0 + 0.005); the default not
+    assert "its gate, held to top-10 >= 0.005: top-10" in text and text.count("held to top-10") == 1
 
     # a text file that no longer holds what the export read: roles cannot be trusted, so nothing is measured
     source.write_text("".join(text + "\n" for text in reversed(french)), "utf-8")
