@@ -204,7 +204,7 @@ def test_the_search_holds_the_users_text_to_the_headroom_and_records_the_budget_
     # The tiny random model's int8 keeps top-10 ~0.8 of fp32 (near-ties): 0.7 passes; 0.7 + 0.25 does not.
     source = _lines(tmp_path / "docs.txt", python_docs(400))
     loose = "cos=-1,top10=0.7,spearman=inf"
-    export_model(tiny_checkpoint, tmp_path / "out", variants="fp32,int8", int8_quality=loose, int8_text=source)
+    export_model(tiny_checkpoint, tmp_path / "out", int8_quality=loose, int8_text=source, progress=False)
     budget = Manifest.load(tmp_path / "out").variants["int8"].recipe["budget"]
     assert budget["min_top10"] == 0.7 and budget["top10_headroom"] == USER_TEXT_TOP10_HEADROOM == 0.005
     assert cli_main(["info", str(tmp_path / "out")]) == 0
@@ -213,7 +213,9 @@ def test_the_search_holds_the_users_text_to_the_headroom_and_records_the_budget_
     assert cli_main([*command, "--int8-text", str(source), "--int8-headroom", "0.25"]) == 1
     assert "--int8-headroom" in capsys.readouterr().err and not (tmp_path / "x").exists()
     with pytest.raises(VerificationError) as missed:
-        export_model(tiny_checkpoint, tmp_path / "x", int8_quality=loose, int8_text=source, int8_headroom=0.25)
+        export_model(
+            tiny_checkpoint, tmp_path / "x", int8_quality=loose, int8_text=source, int8_headroom=0.25, progress=False
+        )
     failures = [failure for figures in missed.value.figures.values() for failure in figures["failures"]]
     assert failures and all("(needs >= 0.95)" in failure for failure in failures)  # 0.7 + 0.25, not 0.9500000001
     assert cli_main([*command, "--int8-headroom", "-0.1"]) == 1
