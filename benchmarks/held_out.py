@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onnxbert.runtime import Encoder, Manifest
+from onnxbert.runtime.manifest import searched_top10
 
 if TYPE_CHECKING:  # onnxbert.export loads torch: imported where a run needs it
     from onnxbert.export.judge import SelectionText
@@ -250,8 +251,8 @@ def table_lines(result: dict[str, Any]) -> list[str]:
     for label in labels:
         graph, judged = graphs[label], graphs[label]["verdict"]
         source = f"`--int8-text {graph['int8_text']}`" if graph["int8_text"] else "the default text"
-        gate, headroom = graph["gate"], graph["budget"].get("top10_headroom", 0.0)
-        held = f", held to top-10 >= {graph['budget']['min_top10'] + headroom:g}" if headroom else ""
+        gate, top10 = graph["gate"], searched_top10(graph["budget"])
+        held = f", held to top-10 >= {top10:g}" if top10 else ""
         lines.append(
             f"- {label} ({source}; recipe {graph['recipe']}; its gate{held}: top-10 {gate['top10_agreement']:.3f}, mean "
             f"cosine {gate['mean_cosine']:.5f} on {gate['texts']} selection sentences): unseen texts within budget: "

@@ -9,7 +9,7 @@ from typing import Any
 from benchmarks import held_out
 from benchmarks.env import int8_isa
 from benchmarks.isa_classes import hidden_from, table_lines
-from onnxbert.runtime.manifest import held_out_verdict, unknown_tokens_note
+from onnxbert.runtime.manifest import held_out_verdict, searched_top10, unknown_tokens_note
 
 PLOTS = ("latency_by_shape.png", "throughput.png", "speed_vs_quality.png")
 _PNG = b"\x89PNG\r\n\x1a\n"
@@ -60,8 +60,8 @@ def _recipe_lines(model: dict[str, Any]) -> list[str]:
     recipe, gate = model["int8_recipe"], model["int8_recipe"]["gate"]
     budget = recipe["budget"]
     how = "chosen" if recipe.get("requested", "auto").startswith("auto") else "pinned (--int8-recipe), judged"
-    headroom = budget.get("top10_headroom", 0.0)  # absent from manifests written before it was recorded
-    searched = f" ({budget['min_top10'] + headroom:g} on the search's own texts)" if headroom else ""
+    top10 = searched_top10(budget)
+    searched = f" ({top10:g} on the search's own texts)" if top10 else ""
     chosen = (
         f"{how} at export under the budget mean cosine >= {budget['min_mean_cosine']}, top-10 >= "
         f"{budget['min_top10']}{searched}, Spearman drop <= {budget['max_spearman_drop']}"

@@ -15,7 +15,7 @@ import numpy as np
 
 from .encoder import Encoder
 from .errors import TextError
-from .manifest import Manifest, held_out_verdict, unknown_tokens_note
+from .manifest import Manifest, held_out_verdict, searched_top10, unknown_tokens_note
 from .pooling import normalize
 from .session import cpu_flags, int8_fits_16_bits, int8_kernel, int8_kernel_without_vnni
 from .textfile import iter_texts, text_chunks, written_whole
@@ -197,8 +197,8 @@ def _int8_budget(recipe: dict[str, Any]) -> str:
     budget = recipe["budget"]
     if held_out_verdict(recipe, {}) == "no budget":
         return "budget: none (--int8-quality any): figures recorded, nothing asked"
-    headroom = budget.get("top10_headroom", 0.0)  # absent from manifests written before it was recorded
-    searched = f" (the search held its own texts to {budget['min_top10'] + headroom:g})" if headroom else ""
+    top10 = searched_top10(budget)
+    searched = f" (the search held its own texts to {top10:g})" if top10 else ""
     return (
         f"budget: mean cosine >= {budget['min_mean_cosine']:g}, top-10 >= {budget['min_top10']:g}{searched}, "
         f"Spearman drop <= {budget['max_spearman_drop']:g}"

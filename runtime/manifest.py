@@ -29,6 +29,7 @@ __all__ = [
     "TokenizerSettings",
     "Variant",
     "held_out_verdict",
+    "searched_top10",
     "sha256_file",
     "unknown_tokens_note",
 ]
@@ -63,6 +64,13 @@ def held_out_verdict(recipe: dict[str, Any], held: dict[str, Any]) -> str:
     if budget.get("min_mean_cosine", 0.0) < 0 and budget.get("min_top10", 0.0) <= 0:
         return "no budget"
     return "outside budget" if held.get("failures") else "within budget"
+
+
+def searched_top10(budget: dict[str, Any]) -> float | None:
+    """The top-10 an int8 search held its own texts to where it asked a headroom over the budget's; else None."""
+    headroom = budget.get("top10_headroom", 0.0)  # absent from manifests written before it was recorded
+    # rounded: 0.97 + 0.005 is 0.9750000000000001 in floats, which a top-10 of exactly 0.975 would miss
+    return round(budget["min_top10"] + headroom, 9) if headroom else None
 
 
 # A held-out text whose tokens are this often [UNK] is mostly outside the vocabulary: its figures are flagged.
