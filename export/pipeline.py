@@ -107,8 +107,9 @@ def export_model(
 
     wanted = parse_variants(variants)
     text_file = Path(int8_text) if int8_text is not None else None
-    if "int8" not in wanted and text_file is not None:
-        raise ExportError("--int8-text is for the int8 variant, which --variants does not ask for")
+    for option, given in (("--int8-text", text_file), ("--int8-headroom", int8_headroom)):
+        if "int8" not in wanted and given is not None:
+            raise ExportError(f"{option} is for the int8 variant, which --variants does not ask for")
     budget, recipe = Int8Budget.parse(int8_quality), parse_recipe(int8_recipe)
     if int8_headroom is not None and not 0.0 <= int8_headroom < 1.0:
         raise ExportError(f"--int8-headroom {int8_headroom} is top-10 agreement to add: give a number in [0, 1)")

