@@ -100,9 +100,7 @@ class Int8Budget:
     def gated(self) -> Int8Budget:
         """The budget the search holds its candidates to: min_top10 raised by the headroom.
 
-        A search that stops at the budget's edge on its own texts lands lower on text it never saw: MiniLM gated at
-        strict on Plone's Italian kept 0.971 there and 0.968 on Weblate's Italian (benchmarks/results/epyc-zen2/
-        int8_text_other_projects.md).
+        Why a headroom: int8_text.py's USER_TEXT_TOP10_HEADROOM.
         """
         return replace(self, min_top10=searched_top10(self.describe()) or self.min_top10, top10_headroom=0.0)
 
