@@ -14,7 +14,7 @@ from typing import Any, TextIO, TypeVar
 import numpy as np
 
 from .encoder import Encoder
-from .errors import TextError
+from .errors import REEXPORT_HINT, TextError
 from .manifest import Manifest, held_out_verdict, searched_top10, unknown_tokens_note
 from .pooling import normalize
 from .session import cpu_flags, int8_fits_16_bits, int8_kernel, int8_kernel_without_vnni
@@ -233,14 +233,23 @@ def run_info(args: argparse.Namespace) -> int:
         print(f"{name}: {state}, {variant.file} ({variant.bytes / 1e6:.1f} MB, for {variant.provider}{twin})")
         if figures:
             print("      " + json.dumps(figures, default=str))
-        if variant.precision == "int8" and "gate" in variant.recipe:
-            print("      " + _int8_speed(variant.recipe))
-            print("      " + _int8_budget(variant.recipe))
-        for text, held in variant.recipe.get("held_out", {}).items():
-            verdict = held_out_verdict(variant.recipe, held)
-            verdict += ", gated" if held.get("gated") else ", reported only" if "gated" in held else ""
-            print(
-                f"      held-out {text} ({held['texts']} texts): mean cosine {held['mean_cosine']:.5f}, "
-                f"top-10 {held['top10_agreement']:.3f} ({verdict}{unknown_tokens_note(held)})"
-            )
+        try:
+            lines = _recipe_lines(variant.precision, variant.recipe)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:  # a record another tool wrote or cut
+            lines = [f"its recipe record is unreadable ({error!r}); {REEXPORT_HINT}"]
+        for line in lines:
+            print("      " + line)
     return 0
+
+
+def _recipe_lines(precision: str, recipe: dict[str, Any]) -> list[str]:
+    """An int8 variant's recipe: speed, budget and each held-out text's figures; nothing for fp32 / fp16."""
+    lines = [_int8_speed(recipe), _int8_budget(recipe)] if precision == "int8" and "gate" in recipe else []
+    for text, held in recipe.get("held_out", {}).items():
+        verdict = held_out_verdict(recipe, held)
+        verdict += ", gated" if held.get("gated") else ", reported only" if "gated" in held else ""
+        lines.append(
+            f"held-out {text} ({held['texts']} texts): mean cosine {held['mean_cosine']:.5f}, "
+            f"top-10 {held['top10_agreement']:.3f} ({verdict}{unknown_tokens_note(held)})"
+        )
+    return lines

@@ -6,8 +6,12 @@ tools (TEI, a bare onnxruntime script) and by people.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import types
+import typing
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,8 +237,12 @@ class Manifest:
                 variants={name: Variant.from_dict(spec, version) for name, spec in raw["variants"].items()},
                 versions=dict(raw["versions"]),
             )
-        except (KeyError, TypeError) as error:
+        except (KeyError, TypeError, AttributeError) as error:  # AttributeError: a list or null where a {...} goes
             raise ModelDirectoryError(f"{path} is malformed ({error!r}); {REEXPORT_HINT}") from error
+        problems = _problems(manifest)
+        if problems:
+            shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+            raise ModelDirectoryError(f"{path} is malformed: {shown}; {REEXPORT_HINT}")
         if manifest.default_pooling not in POOLINGS:
             raise ModelDirectoryError(f"{path}: default_pooling {manifest.default_pooling!r} not in {POOLINGS}")
         if manifest.default_variant is not None and manifest.default_variant not in manifest.variants:
@@ -245,3 +253,118 @@ class Manifest:
         if bad:
             raise ModelDirectoryError(f"{path}: variant states {bad} are not among {STATES}")
         return manifest
+
+
+def _problems(manifest: Manifest) -> list[str]:
+    """What in a parsed manifest the runtime cannot trust: a field of the wrong type, then a value out of range.
+
+    Checked at load, before any of it sizes an array, names a file to open or picks a session setting: a manifest
+    that is edited, cut or written by another tool gets a clear error, never a crash deep in a run.
+    """
+    wrong = [
+        f"{where}{name} is {_shown(value)}, not {hint}"
+        for where, part in _parts(manifest)
+        for name, value, hint in _wrong_types(part)
+    ]
+    if wrong:  # the range checks below read these fields
+        return wrong
+    arch, tokenizer = manifest.architecture, manifest.tokenizer
+    problems = [f"variants.{name}: not one of {PRECISIONS}" for name in manifest.variants if name not in PRECISIONS]
+    files = {"tokenizer.file": tokenizer.file}
+    for name, variant in manifest.variants.items():
+        files[f"variants.{name}.file"] = variant.file
+        if variant.packed is not None:
+            files[f"variants.{name}.packed.file"] = variant.packed.file
+    problems += [
+        f"{where} {_shown(value)} is not a file name inside the directory"
+        for where, value in files.items()
+        if not _plain_file_name(value)
+    ]
+    counts = ("num_layers", "hidden_size", "num_heads", "intermediate_size", "vocab_size", "max_position_embeddings")
+    sizes = {f"architecture.{name}": getattr(arch, name) for name in counts}
+    sizes["tokenizer.vocab_size"] = tokenizer.vocab_size
+    problems += [f"{where} is {value}, not positive" for where, value in sizes.items() if value < 1]
+    problems += [
+        f"architecture.{name} is {getattr(arch, name)}, below 0"
+        for name in ("type_vocab_size", "position_offset")
+        if getattr(arch, name) < 0
+    ]
+    positions = arch.max_position_embeddings - arch.position_offset
+    if not 2 <= tokenizer.max_length <= positions:
+        problems.append(
+            f"tokenizer.max_length is {tokenizer.max_length}, not within [2, {positions}] (the graph's positions)"
+        )
+    if not 0 <= tokenizer.pad_id < tokenizer.vocab_size:
+        problems.append(f"tokenizer.pad_id is {tokenizer.pad_id}, not a token of its {tokenizer.vocab_size}")
+    if tokenizer.truncation_side not in ("right", "left"):
+        problems.append(f"tokenizer.truncation_side is {_shown(tokenizer.truncation_side)}, not 'right' or 'left'")
+    for name, variant in manifest.variants.items():
+        if variant.precision != name or variant.provider not in ("cpu", "cuda"):
+            problems.append(f"variants.{name}: precision {_shown(variant.precision)} on {_shown(variant.provider)}")
+        sized = [variant.bytes] + ([variant.packed.bytes] if variant.packed is not None else [])
+        problems += [f"variants.{name}: a file of {size} bytes" for size in sized if size < 0]
+        # the runtime picks its int8 session setting from these (runtime/session.py, int8_fits_16_bits)
+        levels, pairs = variant.recipe.get("weight_levels", 127), variant.recipe.get("weight_pair_limit")
+        if not (_matches(levels, int) and _matches(pairs, int | None)):
+            problems.append(
+                f"variants.{name}.recipe: weight_levels {_shown(levels)}, weight_pair_limit {_shown(pairs)}"
+            )
+    return problems
+
+
+def _parts(manifest: Manifest) -> Iterator[tuple[str, Any]]:
+    """Each dataclass of the manifest and its place ('' for the manifest itself, else 'tokenizer.' ...)."""
+    yield "", manifest
+    yield "architecture.", manifest.architecture
+    yield "tokenizer.", manifest.tokenizer
+    yield from ((f"inputs[{i}].", spec) for i, spec in enumerate(manifest.inputs))
+    yield from ((f"outputs[{i}].", spec) for i, spec in enumerate(manifest.outputs))
+    for name, variant in manifest.variants.items():
+        yield f"variants.{name}.", variant
+        if variant.packed is not None:
+            yield f"variants.{name}.packed.", variant.packed
+
+
+def _wrong_types(part: Any) -> Iterator[tuple[str, Any, str]]:
+    hints = typing.get_type_hints(type(part))
+    for spec in dataclasses.fields(part):
+        value, hint = getattr(part, spec.name), hints[spec.name]
+        if not _matches(value, hint):
+            yield spec.name, value, hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a field's annotation (int is not bool; float takes int)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if origin is list:
+        return isinstance(value, list) and all(_matches(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message, cut short: a hostile manifest's megabyte string stays out of logs."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _plain_file_name(name: str) -> bool:
+    """A file of the model directory itself, named as a file system takes it.
+
+    No directory part (either separator), not '.' or '..', printable, at most 255 bytes of UTF-8: opening it can fail
+    only as a missing file.
+    """
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return 0 < size <= 255 and name not in (".", "..") and name.isprintable() and not {"/", "\\"} & set(name)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from tiny_model import TINY_VOCAB
 
 from onnxbert.runtime import Encoder, Manifest, ModelDirectoryError, ProviderError, available_cpus
 from onnxbert.runtime.batching import plan_batches
+from onnxbert.runtime.errors import REEXPORT_HINT
 
 WORDS = ["the", "man", "is", "playing", "a", "guitar", "dog", "runs", "hello", "world", "今天", "好"]
 
@@ -332,6 +335,56 @@ def test_missing_or_foreign_manifest(model_copy: Path, tmp_path: Path) -> None:
         Encoder(model_copy)
     with pytest.raises(ModelDirectoryError, match="not a directory"):
         Encoder(tmp_path / "nowhere")
+
+
+def _edit_manifest(directory: Path, edit: Callable[[dict[str, Any]], object]) -> None:
+    manifest = json.loads((directory / "onnxbert.json").read_text(encoding="utf-8"))
+    edit(manifest)
+    (directory / "onnxbert.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [  # each names the field; none reaches a file, an array or a session
+        (
+            lambda m: m["variants"]["fp32"].update(file="../copy/model.onnx"),
+            r"fp32\.file '\.\./copy/model\.onnx' is not",
+        ),
+        (lambda m: m["tokenizer"].update(file="/etc/hostname"), r"tokenizer\.file '/etc/hostname' is not a file name"),
+        (lambda m: m["variants"]["fp32"]["packed"].update(file="a\\b.onnx"), r"fp32\.packed\.file 'a\\\\b\.onnx'"),
+        (lambda m: m["variants"]["fp32"].update(file="x" * 1_000_000), r"fp32\.file 'x+\.\.\. is not"),  # cut short
+        (
+            lambda m: m["variants"]["fp32"].update(file="\ud800.onnx"),
+            r"fp32\.file '\\ud800\.onnx' is not",
+        ),  # lone surrogate
+        (lambda m: m["variants"]["fp32"].update(file="model\x00.onnx"), r"fp32\.file 'model\\x00\.onnx' is not"),
+        (lambda m: m["architecture"].update(hidden_size="32"), r"architecture\.hidden_size is '32', not int"),
+        (lambda m: m["variants"]["fp32"].update(bytes=True), r"fp32\.bytes is True, not int"),
+        (lambda m: m["inputs"][0].update(shape={"batch": 1}), r"inputs\[0\]\.shape is \{'batch': 1\}, not list"),
+        (lambda m: m["tokenizer"].update(max_length=10**9), r"max_length is 1000000000, not within \[2, \d+\]"),
+        (lambda m: m["tokenizer"].update(pad_id=-1), r"pad_id is -1, not a token of its \d+"),
+        (lambda m: m["architecture"].update(num_layers=0), r"architecture\.num_layers is 0, not positive"),
+        (lambda m: m["variants"]["int8"]["recipe"].update(weight_levels="127"), r"int8\.recipe: weight_levels '127'"),
+        (lambda m: m["variants"].update(int4=m["variants"].pop("int8")), r"variants\.int4: not one of"),
+        (lambda m: m["variants"].update(fp32=None), r"malformed \(AttributeError"),
+    ],
+)
+def test_a_malformed_manifest_is_refused_naming_its_field(
+    model_copy: Path, edit: Callable[[dict[str, Any]], object], message: str
+) -> None:
+    _edit_manifest(model_copy, edit)
+    with pytest.raises(ModelDirectoryError, match=message) as failure:
+        Encoder(model_copy)
+    assert str(failure.value).endswith(REEXPORT_HINT) and len(str(failure.value)) < 400
+
+
+def test_info_names_an_unreadable_recipe_record(model_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from onnxbert.cli import main
+
+    _edit_manifest(model_copy, lambda m: m["variants"]["int8"]["recipe"].update(gate={}, held_out={"docs": 5}))
+    assert main(["info", str(model_copy)]) == 0
+    assert "its recipe record is unreadable (KeyError('speed_vs_fp32'))" in capsys.readouterr().out
+    assert Encoder(model_copy, variant="int8").embed("hello").shape == (1, 32)  # the runtime reads none of it
 
 
 def test_graph_inputs_must_match_manifest(model_copy: Path) -> None:
