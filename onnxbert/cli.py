@@ -199,6 +199,12 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--max-client-batch", type=int, default=64, help="inputs per request (default 64)")
     parser.add_argument("--payload-limit", type=int, default=2_000_000, help="request bytes (default 2 MB)")
+    parser.add_argument(
+        "--max-concurrent-requests",
+        type=int,
+        default=512,
+        help="requests admitted and not yet answered before 429, /health and /metrics aside (default 512)",
+    )
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (also $ONNXBERT_API_KEY)")
     parser.add_argument("--model-name", default=None, help="model name reported by /v1/embeddings")
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
@@ -297,6 +303,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_embed_all_tokens=args.max_embed_all_tokens,
         max_client_batch=args.max_client_batch,
         payload_limit=args.payload_limit,
+        max_concurrent_requests=args.max_concurrent_requests,
         max_header_bytes=args.max_header_bytes,
         max_headers=args.max_headers,
         header_timeout_s=args.header_timeout,

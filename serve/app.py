@@ -227,6 +227,7 @@ def _install_operations_routes(app: FastAPI, state: State) -> None:
             "max_text_chars": settings.max_text_chars,
             "max_embed_all_tokens": settings.max_embed_all_tokens,
             "payload_limit": settings.payload_limit,
+            "max_concurrent_requests": settings.max_concurrent_requests,
             "max_header_bytes": settings.max_header_bytes,
             "max_headers": settings.max_headers,
             "header_timeout_s": settings.header_timeout_s,

@@ -25,6 +25,7 @@ from .core import ApiError, EmbedRequest, OpenAIRequest, State, embed_answer, er
 __all__ = ["Guard"]
 
 _OPEN_PATHS = frozenset({"/health", "/metrics", "/docs", "/openapi.json", "/redoc"})
+_SOON = {"Retry-After": "1"}
 _JSON_PATHS = frozenset({"/v1/embeddings", "/embed", "/embed_all", "/tokenize"})  # bodies are JSON
 
 
@@ -96,6 +97,7 @@ class Guard:
     def __init__(self, app: ASGIApp, state: State, paths: frozenset[str]) -> None:
         """`paths`: the app's routes; metrics label any other path `other`, so labels cannot grow without bound."""
         self.app, self.state, self.paths = app, state, paths
+        self.in_flight = 0  # admitted requests not yet answered, open paths aside (max_concurrent_requests)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse, answer on the fast path, or pass to the app; count the request either way."""
@@ -111,11 +113,15 @@ class Guard:
 
         raw = ((k.lower(), v) for k, v in scope["headers"])
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw if k in _HEADERS}
+        counted = False
         try:
-            error = self._refuse(scope, headers)
+            error = self._refuse(scope, headers) or self._full(path)
             if error is not None:
                 await _answer_error(send_tracked, path, error)
-            elif path in _FAST and scope["method"] == "POST" and _is_json(headers.get("content-type")):
+                return
+            counted = path not in _OPEN_PATHS
+            self.in_flight += counted
+            if path in _FAST and scope["method"] == "POST" and _is_json(headers.get("content-type")):
                 await self._fast(scope, self._limited(receive), send_tracked)
             else:
                 await self.app(scope, self._limited(receive), send_tracked)
@@ -123,6 +129,7 @@ class Guard:
             status[0] = status[0] or 500  # the server failed before it answered
             raise
         finally:
+            self.in_flight -= counted
             endpoint = path if path in self.paths else "other"
             # Never answered and no error: the client left first (nginx's 499), not a server fault.
             self.state.metrics.requests.labels(endpoint, str(status[0] or 499)).inc()
@@ -176,8 +183,15 @@ class Guard:
         if declared.isdigit() and int(declared) > limit:
             return ApiError(413, f"payload of {declared} bytes exceeds the {limit}-byte limit", "PayloadTooLarge")
         if not state.ready or state.draining:
-            return ApiError(503, state.unready(), "Unhealthy", {"Retry-After": "1"})
+            return ApiError(503, state.unready(), "Unhealthy", _SOON)
         return None
+
+    def _full(self, path: str) -> ApiError | None:
+        """429 once max_concurrent_requests are in flight; /health, /metrics and the docs always answer."""
+        limit = self.state.settings.max_concurrent_requests
+        if path in _OPEN_PATHS or self.in_flight < limit:
+            return None
+        return ApiError(429, f"{limit} requests in flight (max_concurrent_requests)", "Overloaded", _SOON)
 
     def _limited(self, receive: Receive) -> Receive:
         """A chunked body (no content-length) is measured as it arrives."""

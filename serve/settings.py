@@ -39,6 +39,9 @@ class ServerSettings:
     max_embed_all_tokens: int = 4096
     max_client_batch: int = 64  # inputs per request; past this, 422
     payload_limit: int = 2_000_000  # request body bytes; past this, 413
+    # Requests admitted and not yet answered (TEI's name and default); past this, 429 before the body is read, so
+    # bodies held at once stay under this times payload_limit (300 stalled 2 MB bodies held 576 MB without it).
+    max_concurrent_requests: int = 512
     # The HTTP layer (serve/protocol.py): a request head's bytes and fields (431 past them), how long its head and
     # its body may take to arrive (408), and how long an idle keep-alive connection stays open.
     max_header_bytes: int = 32_768
@@ -60,6 +63,7 @@ class ServerSettings:
             "max_embed_all_tokens",
             "max_client_batch",
             "payload_limit",
+            "max_concurrent_requests",
             "max_header_bytes",
             "max_headers",
         )

@@ -410,6 +410,31 @@ def test_full_queue_answers_429_with_retry_after(minilm_dir: Path) -> None:
         assert float(tokenized.split()[1]) < len(replies) - statuses.count(429) / 2
 
 
+def test_requests_in_flight_are_bounded_before_their_bodies_are_read(tiny_model_dir: Path) -> None:
+    with server(tiny_model_dir, "--max-concurrent-requests", "2", "--body-timeout", "20") as (url, _):
+        host, port = url.removeprefix("http://").split(":")
+        stalled = b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{"
+        sockets = [socket.create_connection((host, int(port))) for _ in range(2)]
+        for sock in sockets:
+            sock.sendall(stalled)  # admitted, their bodies still arriving
+        time.sleep(0.5)
+        refused = httpx.post(f"{url}/embed", json={"inputs": "hello"}, timeout=10)
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+        assert refused.json() == {"error": "2 requests in flight (max_concurrent_requests)", "error_type": "Overloaded"}
+        openai = httpx.post(f"{url}/v1/embeddings", json={"input": "hello"}, timeout=10)
+        assert openai.status_code == 429 and openai.json()["error"]["type"] == "Overloaded"
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200  # orchestrators still get an answer
+        assert 'onnxbert_requests_total{endpoint="/embed",status="429"} 1.0' in httpx.get(f"{url}/metrics").text
+        for sock in sockets:
+            sock.close()  # gone: their places are free again
+        deadline = time.monotonic() + 10
+        while (answer := httpx.post(f"{url}/embed", json={"inputs": "hello"}, timeout=10)).status_code == 429:
+            assert time.monotonic() < deadline, "places were not freed when the clients left"
+            time.sleep(0.1)
+        assert answer.status_code == 200 and len(answer.json()[0]) == 32
+        assert httpx.get(f"{url}/info", timeout=10).json()["max_concurrent_requests"] == 2
+
+
 def test_queue_is_bounded_by_tokens_too(tiny_model_dir: Path) -> None:
     from onnxbert.runtime import Encoder, Pooling
     from onnxbert.serve.batcher import Batcher, Job, QueueFullError
