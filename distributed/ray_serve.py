@@ -20,27 +20,60 @@ from starlette.responses import JSONResponse
 from onnxbert.runtime.pooling import normalize as l2_normalize
 from onnxbert.runtime.tokenize import Tokenized
 from onnxbert.serve.batcher import split_rows
-from onnxbert.serve.core import ApiError, OpenAIRequest, admit, error_body, openai_body
+from onnxbert.serve.core import ApiError, OpenAIRequest, check_inputs, error_body, openai_body, tokenize_off_loop
+from onnxbert.serve.settings import ServerSettings
 
 __all__ = ["EmbeddingDeployment", "embeddings_app"]
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse(error_body("/v1/embeddings", status, message, "Validation"), status_code=status)
+_BATCH = 32  # requests per Encoder call
 
 
-@serve.deployment
+def _error(error: ApiError) -> JSONResponse:
+    body = error_body("/v1/embeddings", error.status, error.message, error.kind)
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request's body, or a 413 ApiError as soon as it (declared or as it arrives) passes `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    too_large = ApiError(413, f"payload exceeds the {limit}-byte limit", "PayloadTooLarge")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# Ray's default of 5 requests a replica would cap every @serve.batch at 5; two batches' worth lets one run while the
+# next fills. Requests waiting for a replica are bounded as `onnxbert serve` bounds its own (503 past them).
+@serve.deployment(max_ongoing_requests=2 * _BATCH, max_queued_requests=ServerSettings.max_concurrent_requests)
 class EmbeddingDeployment:
-    """One Encoder per replica; ORT threads = the replica's CPUs; the blocking ORT call runs in a thread."""
+    """One Encoder per replica; ORT threads = the replica's CPUs; the blocking ORT call runs in a thread.
 
-    def __init__(self, model_dir: str, threads: int = 1, model_name: str | None = None, max_inputs: int = 64) -> None:
+    The limits of `onnxbert serve` (ServerSettings' defaults): inputs per request, characters per text, body bytes.
+    """
+
+    def __init__(
+        self,
+        model_dir: str,
+        threads: int = 1,
+        model_name: str | None = None,
+        max_inputs: int = ServerSettings.max_client_batch,
+        max_text_chars: int = ServerSettings.max_text_chars,
+        payload_limit: int = ServerSettings.payload_limit,
+    ) -> None:
         from onnxbert.runtime import Encoder
 
         self.encoder = Encoder(model_dir, provider="cpu", threads=threads, spinning=False)
         self.model_name = model_name or Path(model_dir).name
-        self.max_inputs = max_inputs
+        self.max_inputs, self.max_text_chars, self.payload_limit = max_inputs, max_text_chars, payload_limit
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)  # type: ignore[untyped-decorator]
+    @serve.batch(max_batch_size=_BATCH, batch_wait_timeout_s=0.002)  # type: ignore[untyped-decorator]
     async def _embed(self, requests: list[Tokenized]) -> list[np.ndarray]:
         merged = Tokenized.concat(requests)  # tokenized once, at admission, as in `onnxbert serve`
         vectors = l2_normalize(await asyncio.to_thread(self.encoder.embed_tokens, merged))
@@ -49,14 +82,14 @@ class EmbeddingDeployment:
     async def __call__(self, request: Request) -> Any:
         """POST the body of OpenAI's embeddings API -> the same response as `onnxbert serve`."""
         try:
-            body = OpenAIRequest.model_validate_json(await request.body())
+            body = OpenAIRequest.model_validate_json(await _body(request, self.payload_limit))
+            texts = check_inputs(body.input, max_inputs=self.max_inputs, max_chars=self.max_text_chars, field="input")
+            tokens = await tokenize_off_loop(self.encoder, texts, truncate=True, field="input")
         except ValidationError as error:
             details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors())
-            return _error(422, f"invalid request: {details}")
-        try:
-            tokens = admit(self.encoder, body.input, max_inputs=self.max_inputs, truncate=True, field="input")
+            return _error(ApiError(422, f"invalid request: {details}", "Validation"))
         except ApiError as error:
-            return _error(error.status, error.message)
+            return _error(error)
         vectors = await self._embed(tokens)
         return openai_body(vectors, tokens, body.model or self.model_name, body.encoding_format)
 

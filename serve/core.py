@@ -34,13 +34,13 @@ __all__ = [
     "EmbedRequest",
     "OpenAIRequest",
     "State",
-    "admit",
     "check_inputs",
     "embed_answer",
     "error_body",
     "json_bytes",
     "openai_answer",
     "openai_body",
+    "tokenize_off_loop",
 ]
 
 
@@ -147,38 +147,33 @@ def _tokenize(encoder: Encoder, texts: list[str], *, truncate: bool, offsets: bo
         raise ApiError(422, str(error).replace("texts[", f"{field}["), "Validation") from None
 
 
-def admit(
-    encoder: Encoder,
-    inputs: str | list[str],
-    *,
-    max_inputs: int,
-    max_chars: int = ServerSettings.max_text_chars,
-    truncate: bool,
-    offsets: bool = False,
-    field: str = "inputs",
-) -> Tokenized:
-    """`check_inputs`, then the texts tokenized inline (callers that are not an event loop)."""
-    texts = check_inputs(inputs, max_inputs=max_inputs, max_chars=max_chars, field=field)
-    return _tokenize(encoder, texts, truncate=truncate, offsets=offsets, field=field)
-
-
 async def tokenize(
     state: State, inputs: str | list[str], *, truncate: bool, offsets: bool = False, field: str = "inputs"
 ) -> Tokenized:
-    """Cheap checks and the queue's room first, then the texts tokenized: inline when small, else in a thread.
+    """Cheap checks and the queue's room first, then the texts tokenized (`tokenize_off_loop`).
 
-    A request the queue cannot take is refused before any tokenizing; a large one (tokenizing is linear in its
-    characters, ~2.5 us each) is tokenized off the event loop, which keeps answering /health meanwhile.
+    A request the queue cannot take is refused before any tokenizing.
     """
     settings, encoder = state.settings, _encoder(state)
     texts = check_inputs(inputs, max_inputs=settings.max_client_batch, max_chars=settings.max_text_chars, field=field)
     _room(state, len(texts))
     start = time.perf_counter()
-    work = functools.partial(_tokenize, encoder, texts, truncate=truncate, offsets=offsets, field=field)
-    small = sum(map(len, texts)) <= _INLINE_CHARS  # microseconds: less than a thread hand-off costs
-    tokens = work() if small else await asyncio.to_thread(work)
+    tokens = await tokenize_off_loop(encoder, texts, truncate=truncate, offsets=offsets, field=field)
     state.metrics.tokenize_seconds.observe(time.perf_counter() - start)
     return tokens
+
+
+async def tokenize_off_loop(
+    encoder: Encoder, texts: list[str], *, truncate: bool, offsets: bool = False, field: str = "inputs"
+) -> Tokenized:
+    """Checked texts tokenized: inline when small, else in a thread.
+
+    A large request (tokenizing is linear in its characters, ~2.5 us each) never stalls the event loop, which keeps
+    answering /health meanwhile.
+    """
+    work = functools.partial(_tokenize, encoder, texts, truncate=truncate, offsets=offsets, field=field)
+    small = sum(map(len, texts)) <= _INLINE_CHARS  # microseconds: less than a thread hand-off costs
+    return work() if small else await asyncio.to_thread(work)
 
 
 def _room(state: State, texts: int, tokens: int = 0) -> None:

@@ -181,7 +181,7 @@ def test_ray_serve_round_trip(local_ray: None, minilm_dir: Path) -> None:
     import httpx
     from ray import serve
 
-    from onnxbert.distributed.ray_serve import embeddings_app
+    from onnxbert.distributed.ray_serve import EmbeddingDeployment, embeddings_app
 
     with __import__("socket").socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -206,6 +206,16 @@ def test_ray_serve_round_trip(local_ray: None, minilm_dir: Path) -> None:
         assert packed["usage"]["prompt_tokens"] == len(Encoder(minilm_dir).tokenize(sentences[0]).ids[0])
         empty = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": []}, timeout=60)
         assert empty.status_code == 400 and "empty" in empty.json()["error"]["message"]
+        # the limits of `onnxbert serve`: body bytes (declared, or counted as a chunked body arrives), inputs, text
+        huge = b'{"input": "' + b"x" * 2_100_000 + b'"}'
+        for content in (huge, iter([huge[:1_000_000], huge[1_000_000:]])):  # an iterator goes out chunked
+            refused = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", content=content, timeout=60)
+            assert refused.status_code == 413 and refused.json()["error"]["type"] == "PayloadTooLarge"
+        many = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": ["a"] * 65}, timeout=60)
+        assert many.status_code == 422 and "max_client_batch=64" in many.json()["error"]["message"]
+        long = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": "x " * 60_000}, timeout=60)
+        assert long.status_code == 422 and "max_text_chars=100000" in long.json()["error"]["message"]
+        assert (EmbeddingDeployment.max_ongoing_requests, EmbeddingDeployment.max_queued_requests) == (64, 512)
     finally:
         serve.shutdown()
 
