@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from .core import (
     State,
     embed_answer,
     error_body,
-    json_bytes,
+    json_in_slices,
     openai_answer,
     run,
     tokenize,
@@ -176,19 +176,21 @@ def _install_embedding_routes(app: FastAPI, state: State) -> None:
             message = f"{total} tokens exceed max_embed_all_tokens={limit} per /embed_all request: send fewer texts"
             raise ApiError(422, message, "Validation")
         rows = await run(state, request.receive, Job(True, Pooling.MEAN, tokens))
-        return _json(json_bytes(list(rows)))
+        return _json(await json_in_slices(list(rows), rows=64))
 
-    @app.post("/tokenize", summary="TEI-compatible tokenization")
-    async def tokenize_text(body: TokenizeRequest) -> list[list[dict[str, Any]]]:
+    @app.post("/tokenize", summary="TEI-compatible tokenization", response_model=list[list[dict[str, Any]]])
+    async def tokenize_text(body: TokenizeRequest) -> Response:
         tokens = await tokenize(state, body.inputs, truncate=True, offsets=True)
-        return _token_rows(tokens, special=body.add_special_tokens)
+        return _json(await json_in_slices(_token_rows(tokens, special=body.add_special_tokens)))
 
 
-def _token_rows(tokens: Tokenized, *, special: bool) -> list[list[dict[str, Any]]]:
-    """TEI's /tokenize answer: per text, each token's id, string and character span (None for special tokens)."""
+def _token_rows(tokens: Tokenized, *, special: bool) -> Iterator[list[dict[str, Any]]]:
+    """TEI's /tokenize answer: per text, each token's id, string and character span (None for special tokens).
+
+    One text at a time, so that `json_in_slices` lets the event loop run between texts.
+    """
     assert tokens.offsets is not None  # tokenized with offsets, which come with the token strings
     assert tokens.tokens is not None
-    out = []
     for ids, spans, strings in zip(tokens.ids, tokens.offsets, tokens.tokens, strict=True):
         row = [
             {
@@ -200,8 +202,7 @@ def _token_rows(tokens: Tokenized, *, special: bool) -> list[list[dict[str, Any]
             }
             for i, s, t in zip(ids, spans, strings, strict=True)
         ]
-        out.append(row if special else [r for r in row if not r["special"]])
-    return out
+        yield row if special else [r for r in row if not r["special"]]
 
 
 def _install_operations_routes(app: FastAPI, state: State) -> None:

@@ -11,7 +11,7 @@ import base64
 import functools
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +38,7 @@ __all__ = [
     "embed_answer",
     "error_body",
     "json_bytes",
+    "json_in_slices",
     "openai_answer",
     "openai_body",
     "tokenize_off_loop",
@@ -110,6 +111,28 @@ def json_bytes(content: Any) -> bytes:
     event loop's time under load (py-spy, MiniLM, 32 clients).
     """
     return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+async def json_in_slices(items: Iterable[Any], *, rows: int = 0) -> bytes:
+    """A JSON list of `items`, serialized one item (or `rows` rows of a 2-D array item) at a time.
+
+    orjson holds the GIL for a whole call, and a token-level answer is long (4,096 x 384 floats: 64 ms): between
+    slices the event loop runs, so /health and other clients are not held up behind it.
+    """
+    parts = [b"["]
+    for index, item in enumerate(items):
+        parts.append(b"," if index else b"")
+        if not rows:
+            parts.append(json_bytes(item))
+            await asyncio.sleep(0)
+            continue
+        parts.append(b"[")  # a 2-D array as a list of row lists: `rows` rows a call, their outer [ ] cut off
+        for start in range(0, len(item), rows):
+            parts.append((b"," if start else b"") + json_bytes(item[start : start + rows])[1:-1])
+            await asyncio.sleep(0)
+        parts.append(b"]")
+    parts.append(b"]")
+    return b"".join(parts)
 
 
 _INLINE_CHARS = 8_192  # a request with more characters is tokenized in a thread (see `tokenize`)

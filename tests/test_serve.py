@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -218,6 +219,39 @@ def test_fast_path_and_fastapi_route_give_the_same_answers(tiny_server: str, tin
     np.testing.assert_allclose(vector, encoder.embed("hello world", normalize=True)[0], atol=1e-5)
     wrong_format = post("/v1/embeddings", b'{"input": "hello world", "encoding_format": "int8"}')
     assert wrong_format.status_code == 422 and "encoding_format" in wrong_format.json()["error"]["message"]
+
+
+def test_long_answers_are_serialized_in_slices_the_event_loop_runs_between() -> None:
+    from onnxbert.serve.core import json_in_slices
+
+    texts = [np.random.default_rng(0).random((150, 8), dtype=np.float32), np.ones((3, 8), np.float32)]
+    ticks = 0
+
+    async def serialize() -> tuple[bytes, bytes]:
+        nonlocal ticks
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        ticker = asyncio.create_task(tick())
+        await asyncio.sleep(0)
+        ticks = 0
+        try:
+            rows = await json_in_slices(texts, rows=64)  # 3 + 1 slices
+            records = await json_in_slices(iter([[{"id": 1}], [], [{"id": 2, "text": "二"}]]))
+        finally:
+            ticker.cancel()
+        return rows, records
+
+    rows, records = asyncio.run(serialize())
+    parsed = json.loads(rows)
+    assert [len(t) for t in parsed] == [150, 3]
+    np.testing.assert_array_equal(np.array(parsed[0], np.float32), texts[0])  # float32 printed exactly
+    assert json.loads(records) == [[{"id": 1}], [], [{"id": 2, "text": "二"}]]
+    assert ticks >= 6  # another task ran between the slices, not only once the answer was whole
 
 
 def test_fast_path_takes_only_plainly_valid_bodies() -> None:
