@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -71,6 +72,9 @@ async def _load(state: State) -> None:
     state.encoder = encoder
     state.batcher = Batcher(encoder, settings, state.metrics)
     state.batcher.start()
+    # What start-up made lives as long as the process: the collector's full passes, which hold the event loop,
+    # skip it from now on (a full pass over it: ~33 ms with MiniLM loaded).
+    gc.freeze()
     state.ready = True
 
 
