@@ -243,15 +243,6 @@ class Manifest:
         if problems:
             shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
             raise ModelDirectoryError(f"{path} is malformed: {shown}; {REEXPORT_HINT}")
-        if manifest.default_pooling not in POOLINGS:
-            raise ModelDirectoryError(f"{path}: default_pooling {manifest.default_pooling!r} not in {POOLINGS}")
-        if manifest.default_variant is not None and manifest.default_variant not in manifest.variants:
-            raise ModelDirectoryError(
-                f"{path}: default_variant {manifest.default_variant!r} is not one of {sorted(manifest.variants)}"
-            )
-        bad = {name: v.state for name, v in manifest.variants.items() if v.state not in STATES}
-        if bad:
-            raise ModelDirectoryError(f"{path}: variant states {bad} are not among {STATES}")
         return manifest
 
 
@@ -270,6 +261,15 @@ def _problems(manifest: Manifest) -> list[str]:
         return wrong
     arch, tokenizer = manifest.architecture, manifest.tokenizer
     problems = [f"variants.{name}: not one of {PRECISIONS}" for name in manifest.variants if name not in PRECISIONS]
+    if manifest.default_pooling not in POOLINGS:
+        problems.append(f"default_pooling {_shown(manifest.default_pooling)} not in {POOLINGS}")
+    if manifest.default_variant is not None and manifest.default_variant not in manifest.variants:
+        problems.append(f"default_variant {_shown(manifest.default_variant)} is not one of {sorted(manifest.variants)}")
+    problems += [
+        f"variants.{name}.state {_shown(v.state)} is not among {STATES}"
+        for name, v in manifest.variants.items()
+        if v.state not in STATES
+    ]
     files = {"tokenizer.file": tokenizer.file}
     for name, variant in manifest.variants.items():
         files[f"variants.{name}.file"] = variant.file

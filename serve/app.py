@@ -180,7 +180,7 @@ def _install_embedding_routes(app: FastAPI, state: State) -> None:
             message = f"{total} tokens exceed max_embed_all_tokens={limit} per /embed_all request: send fewer texts"
             raise ApiError(422, message, "Validation")
         rows = await run(state, request.receive, Job(True, Pooling.MEAN, tokens))
-        return _json(await json_in_slices(list(rows), rows=64))
+        return _json(await json_in_slices(rows, rows=64))
 
     @app.post("/tokenize", summary="TEI-compatible tokenization", response_model=list[list[dict[str, Any]]])
     async def tokenize_text(body: TokenizeRequest) -> Response:

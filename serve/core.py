@@ -135,7 +135,7 @@ async def json_in_slices(items: Iterable[Any], *, rows: int = 0) -> bytes:
     return b"".join(parts)
 
 
-_INLINE_CHARS = 8_192  # a request with more characters is tokenized in a thread (see `tokenize`)
+_INLINE_CHARS = 8_192  # a request with more characters is tokenized in a thread (see `tokenize_off_loop`)
 _NO_TEXT = re.compile(r"[\s\x00-\x1f\x7f]*")  # stops at the first real character: cheap on any text
 
 

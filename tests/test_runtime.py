@@ -367,6 +367,9 @@ def _edit_manifest(directory: Path, edit: Callable[[dict[str, Any]], object]) ->
         (lambda m: m["variants"]["int8"]["recipe"].update(weight_levels="127"), r"int8\.recipe: weight_levels '127'"),
         (lambda m: m["variants"].update(int4=m["variants"].pop("int8")), r"variants\.int4: not one of"),
         (lambda m: m["variants"].update(fp32=None), r"malformed \(AttributeError"),
+        (lambda m: m.update(default_pooling="bogus"), r"default_pooling 'bogus' not in"),
+        (lambda m: m.update(default_variant="int4"), r"default_variant 'int4' is not one of"),
+        (lambda m: m["variants"]["fp32"].update(state="maybe"), r"variants\.fp32\.state 'maybe' is not among"),
     ],
 )
 def test_a_malformed_manifest_is_refused_naming_its_field(
