@@ -3,19 +3,26 @@
 from ray import serve
 from onnxbert.distributed.ray_serve import embeddings_app
 serve.run(embeddings_app("minilm", replicas=2, threads=2), route_prefix="/v1/embeddings")
+
+Ray's HTTP proxy reads a request body as fast as it arrives, with no limit, whether or not a replica reads it; start
+Ray with RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=onnxbert.distributed.ray_serve:proxy_middlewares so that each
+proxy answers 413 past the payload limit itself (ProxyBodyLimit).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
 from ray import serve
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onnxbert.runtime.pooling import normalize as l2_normalize
 from onnxbert.runtime.tokenize import Tokenized
@@ -23,7 +30,7 @@ from onnxbert.serve.batcher import split_rows
 from onnxbert.serve.core import ApiError, OpenAIRequest, check_inputs, error_body, openai_body, tokenize_off_loop
 from onnxbert.serve.settings import ServerSettings
 
-__all__ = ["EmbeddingDeployment", "embeddings_app"]
+__all__ = ["EmbeddingDeployment", "ProxyBodyLimit", "embeddings_app", "proxy_middlewares"]
 
 
 _BATCH = 32  # requests per Encoder call
@@ -34,10 +41,14 @@ def _error(error: ApiError) -> JSONResponse:
     return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"payload exceeds the {limit}-byte limit", "PayloadTooLarge")
+
+
 async def _body(request: Request, limit: int) -> bytes:
     """The request's body, or a 413 ApiError as soon as it (declared or as it arrives) passes `limit` bytes."""
     declared = request.headers.get("content-length", "")
-    too_large = ApiError(413, f"payload exceeds the {limit}-byte limit", "PayloadTooLarge")
+    too_large = _too_large(limit)
     if declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks, size = [], 0
@@ -47,6 +58,73 @@ async def _body(request: Request, limit: int) -> bytes:
             raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class ProxyBodyLimit:
+    """ASGI middleware for Ray Serve's HTTP proxy: 413 once a request body, declared or as it arrives, passes `limit`.
+
+    The proxy puts every body message it receives on an unbounded queue for the replica to fetch, so a body is read
+    at the client's speed even while the request waits for a replica: with the replicas' places held, one chunked
+    1.5 GB body took the proxy from 201 MB to 1,717 MB. Past the limit the proxy's app sees the client disconnect
+    (it stops reading and cancels the request) and the client gets the 413 in the error shape of its path.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on with its body counted; refuse it at once when its declared size is over."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = [value for name, value in scope["headers"] if name.lower() == b"content-length"]
+        if any(not value.strip().isdigit() or int(value) > self.limit for value in declared):
+            await self._refuse(scope, send)
+            return
+        received, answered, refused = 0, False, False
+
+        async def counted() -> Message:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    refused = True
+                    if not answered:  # a reply already under way is the app's to finish
+                        await self._refuse(scope, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def sent(message: Message) -> None:
+            nonlocal answered
+            if refused and not answered:
+                return  # the 413 went out; what the app answers a disconnected request is dropped
+            answered = True
+            await send(message)
+
+        await self.app(scope, counted, sent)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        error = _too_large(self.limit)
+        body = error_body(scope.get("path", ""), error.status, error.message, error.kind)
+        await JSONResponse(body, status_code=error.status, headers={"connection": "close"})(scope, _no_body, send)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def proxy_middlewares() -> list[Middleware]:
+    """Ray Serve's proxy hook (RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH): ProxyBodyLimit on every route.
+
+    The limit is $ONNXBERT_PROXY_PAYLOAD_LIMIT bytes, by default the server's payload limit.
+    """
+    text = os.environ.get("ONNXBERT_PROXY_PAYLOAD_LIMIT", str(ServerSettings.payload_limit))
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"ONNXBERT_PROXY_PAYLOAD_LIMIT={text!r} must be a positive number of bytes")
+    return [Middleware(ProxyBodyLimit, limit=int(text))]
 
 
 # Ray's default of 5 requests a replica would cap every @serve.batch at 5; two batches' worth lets one run while the

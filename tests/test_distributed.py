@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -11,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -122,10 +125,16 @@ def test_killed_run_resumes_and_does_only_the_rest(tiny_model_dir: Path, tmp_pat
     assert len(read_output(out / "b.parquet")[0]) == 60_000
 
 
+PROXY_LIMIT = 3_000_000  # above the replicas' 2 MB, so which of the two answered a 413 shows in its message
+
+
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
+    """A local Ray; its Serve proxies load onnxbert's body limit (the environment reaches them through the raylet)."""
     ray = pytest.importorskip("ray")
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = "onnxbert.distributed.ray_serve:proxy_middlewares"
+    os.environ["ONNXBERT_PROXY_PAYLOAD_LIMIT"] = str(PROXY_LIMIT)
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, _node_ip_address="127.0.0.1")
     try:
         yield
@@ -176,8 +185,43 @@ def test_embed_corpus_on_ray_prints_only_its_own_lines(tiny_model_dir: Path, tmp
     assert len(ours) == 3
 
 
+def _proxy_rss_bytes() -> int:
+    """The resident memory of the (one) Ray Serve proxy actor's process."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"ProxyActor" in cmdline.read_bytes():
+                status = (cmdline.parent / "status").read_text()
+                return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]) * 1024
+        except (OSError, StopIteration):
+            continue
+    raise AssertionError("no Ray Serve proxy process found")
+
+
+def _chunked_head(port: int) -> bytes:
+    return (
+        f"POST /v1/embeddings HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
+        "transfer-encoding: chunked\r\n\r\n"
+    ).encode()
+
+
+def _read_reply(connection: Any) -> bytes:
+    """One HTTP response with a content-length, read whole (or what came before the connection ended)."""
+    reply = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := connection.recv(65536):
+            reply += chunk
+            head, _, body = reply.partition(b"\r\n\r\n")
+            fields = dict(line.split(b":", 1) for line in head.lower().split(b"\r\n")[1:] if b":" in line)
+            if b"content-length" in fields and len(body) >= int(fields[b"content-length"]):
+                break
+    return reply
+
+
 @pytest.mark.slow
 def test_ray_serve_round_trip(local_ray: None, minilm_dir: Path) -> None:
+    import socket
+    import threading
+
     import httpx
     from ray import serve
 
@@ -216,6 +260,36 @@ def test_ray_serve_round_trip(local_ray: None, minilm_dir: Path) -> None:
         long = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": "x " * 60_000}, timeout=60)
         assert long.status_code == 422 and "max_text_chars=100000" in long.json()["error"]["message"]
         assert (EmbeddingDeployment.max_ongoing_requests, EmbeddingDeployment.max_queued_requests) == (64, 512)
+        # the proxy's own limit: a declared size past it never reaches a replica
+        declared = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", content=b"x" * (PROXY_LIMIT + 1), timeout=60)
+        assert declared.status_code == 413 and f"{PROXY_LIMIT}-byte" in declared.json()["error"]["message"]
+        # with every place on the replica held by a trickling body, a fast 200 MB chunked body waits for a replica:
+        # Ray's proxy alone would read it all into memory; its body limit answers instead
+        places = EmbeddingDeployment.max_ongoing_requests
+        holders = [socket.create_connection(("127.0.0.1", port)) for _ in range(places)]
+        for holder in holders:
+            holder.sendall(_chunked_head(port) + b"1\r\n[\r\n")
+        time.sleep(3)
+        before = _proxy_rss_bytes()
+        flood = socket.create_connection(("127.0.0.1", port))
+        flood.settimeout(30)
+
+        def send_flood() -> None:
+            chunk = b"100000\r\n" + b"x" * 0x100000 + b"\r\n"
+            with contextlib.suppress(OSError):  # the proxy closes the connection once it has answered
+                flood.sendall(_chunked_head(port))
+                for _ in range(200):
+                    flood.sendall(chunk)
+
+        sender = threading.Thread(target=send_flood)
+        sender.start()
+        reply = _read_reply(flood)
+        sender.join()
+        grown = _proxy_rss_bytes() - before
+        assert reply.startswith(b"HTTP/1.1 413") and f"{PROXY_LIMIT}-byte".encode() in reply, reply
+        assert grown < 64 << 20, f"the proxy grew {grown >> 20} MB"
+        for connection in [*holders, flood]:
+            connection.close()
     finally:
         serve.shutdown()
 
@@ -233,3 +307,63 @@ def test_encoder_actor_token_level_and_pooled(tiny_model_dir: Path) -> None:
     np.testing.assert_allclose(
         pooled, Encoder(tiny_model_dir).embed(list(batch["text"]), pooling="mean", normalize=True), atol=1e-6
     )
+
+
+def _drive_proxy_limit(app: Any, path: str, chunks: list[bytes], declared: int | None = None) -> list[dict[str, Any]]:
+    """Run one request through ProxyBodyLimit (limit 1,000 bytes) in front of `app`; the messages sent back."""
+    from onnxbert.distributed.ray_serve import ProxyBodyLimit
+
+    arriving = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return arriving.pop(0) if arriving else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    headers = [] if declared is None else [(b"content-length", str(declared).encode())]
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
+    asyncio.run(ProxyBodyLimit(app, limit=1000)(scope, receive, send))
+    return sent
+
+
+def test_proxy_body_limit_answers_413_once_and_hides_the_rest_from_the_app() -> None:
+    pytest.importorskip("ray")
+    seen: list[str] = []
+
+    async def reader(scope: Any, receive: Any, send: Any) -> None:  # reads the whole body, then answers its size
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                seen.append("disconnect")
+                break
+            size += len(message["body"])
+            if not message["more_body"]:
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": str(size).encode()})
+
+    def statuses(sent: list[dict[str, Any]]) -> list[int]:
+        return [m["status"] for m in sent if m["type"] == "http.response.start"]
+
+    fits = _drive_proxy_limit(reader, "/v1/embeddings", [b"x" * 400] * 2)
+    assert statuses(fits) == [200] and fits[-1]["body"] == b"800" and seen == []
+    over = _drive_proxy_limit(reader, "/v1/embeddings", [b"x" * 400] * 3)
+    assert statuses(over) == [413] and seen == ["disconnect"]  # the app's own answer to the disconnect is dropped
+    error = json.loads(b"".join(m.get("body", b"") for m in over))["error"]
+    assert error["type"] == "PayloadTooLarge" and "1000-byte" in error["message"]
+    tei_shape = _drive_proxy_limit(reader, "/embed", [b"x" * 1001])
+    assert json.loads(tei_shape[-1]["body"])["error_type"] == "PayloadTooLarge"
+    seen.clear()
+    assert statuses(_drive_proxy_limit(reader, "/v1/embeddings", [b"x"], declared=1001)) == [413] and seen == []
+
+    async def answers_first(scope: Any, receive: Any, send: Any) -> None:  # e.g. a 401 before reading the body
+        await send({"type": "http.response.start", "status": 401, "headers": []})
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        await send({"type": "http.response.body", "body": b"no"})
+
+    early = _drive_proxy_limit(answers_first, "/v1/embeddings", [b"x" * 600] * 3)
+    assert statuses(early) == [401] and early[-1]["body"] == b"no"  # one answer, the app's, finished
