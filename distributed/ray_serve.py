@@ -27,8 +27,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from onnxbert.runtime.pooling import normalize as l2_normalize
 from onnxbert.runtime.tokenize import Tokenized
 from onnxbert.serve.batcher import split_rows
-from onnxbert.serve.core import ApiError, OpenAIRequest, check_inputs, error_body, openai_body, tokenize_off_loop
-from onnxbert.serve.settings import ServerSettings
+from onnxbert.serve.core import (
+    ApiError,
+    OpenAIRequest,
+    check_inputs,
+    error_body,
+    openai_body,
+    tokenize_off_loop,
+    unauthorized,
+)
+from onnxbert.serve.settings import ServerSettings, check_api_key
 
 __all__ = ["EmbeddingDeployment", "ProxyBodyLimit", "embeddings_app", "proxy_middlewares"]
 
@@ -133,7 +141,8 @@ def proxy_middlewares() -> list[Middleware]:
 class EmbeddingDeployment:
     """One Encoder per replica; ORT threads = the replica's CPUs; the blocking ORT call runs in a thread.
 
-    The limits of `onnxbert serve` (ServerSettings' defaults): inputs per request, characters per text, body bytes.
+    The limits of `onnxbert serve` (ServerSettings' defaults): inputs per request, characters per text, body bytes;
+    with `api_key`, its `Authorization: Bearer KEY` check (401, before the body is read).
     """
 
     def __init__(
@@ -144,9 +153,13 @@ class EmbeddingDeployment:
         max_inputs: int = ServerSettings.max_client_batch,
         max_text_chars: int = ServerSettings.max_text_chars,
         payload_limit: int = ServerSettings.payload_limit,
+        api_key: str | None = None,
     ) -> None:
         from onnxbert.runtime import Encoder
 
+        if api_key is not None:
+            check_api_key(api_key)
+        self.api_key = api_key
         self.encoder = Encoder(model_dir, provider="cpu", threads=threads, spinning=False)
         self.model_name = model_name or Path(model_dir).name
         self.max_inputs, self.max_text_chars, self.payload_limit = max_inputs, max_text_chars, payload_limit
@@ -160,6 +173,8 @@ class EmbeddingDeployment:
     async def __call__(self, request: Request) -> Any:
         """POST the body of OpenAI's embeddings API -> the same response as `onnxbert serve`."""
         try:
+            if denied := unauthorized(request.headers.get("authorization", ""), self.api_key):
+                raise denied
             body = OpenAIRequest.model_validate_json(await _body(request, self.payload_limit))
             texts = check_inputs(body.input, max_inputs=self.max_inputs, max_chars=self.max_text_chars, field="input")
             tokens = await tokenize_off_loop(self.encoder, texts, truncate=True, field="input")
@@ -172,8 +187,20 @@ class EmbeddingDeployment:
         return openai_body(vectors, tokens, body.model or self.model_name, body.encoding_format)
 
 
-def embeddings_app(model_dir: str | Path, *, replicas: int = 1, threads: int = 1, model_name: str | None = None) -> Any:
-    """A bound Serve application: `replicas` replicas of `threads` CPUs each."""
+def embeddings_app(
+    model_dir: str | Path,
+    *,
+    replicas: int = 1,
+    threads: int = 1,
+    model_name: str | None = None,
+    api_key: str | None = None,
+) -> Any:
+    """A bound Serve application: `replicas` replicas of `threads` CPUs each; `api_key` as `onnxbert serve --api-key`.
+
+    An empty or non-printable key is refused here, before anything is deployed.
+    """
+    if api_key is not None:
+        check_api_key(api_key)
     return EmbeddingDeployment.options(  # type: ignore[attr-defined]
         num_replicas=replicas, ray_actor_options={"num_cpus": threads}
-    ).bind(str(model_dir), threads=threads, model_name=model_name)
+    ).bind(str(model_dir), threads=threads, model_name=model_name, api_key=api_key)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import hmac
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -42,6 +43,7 @@ __all__ = [
     "openai_answer",
     "openai_body",
     "tokenize_off_loop",
+    "unauthorized",
 ]
 
 
@@ -55,6 +57,18 @@ class ApiError(HTTPException):
         super().__init__(status_code=status, detail=message, headers=headers)
         self.status, self.message, self.kind = status, message, kind
         self.headers = headers or {}
+
+
+def unauthorized(authorization: str, api_key: str | None) -> ApiError | None:
+    """401 unless `authorization` (the header as sent) is `Bearer API_KEY`; None when no key is set.
+
+    Compared in constant time. An empty key never gets here: ServerSettings and the Ray Serve deployment refuse one.
+    """
+    if api_key is None:
+        return None
+    if hmac.compare_digest(authorization.encode("latin-1"), f"Bearer {api_key}".encode("ascii")):
+        return None
+    return ApiError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'", "Unauthorized")
 
 
 class OpenAIRequest(BaseModel):

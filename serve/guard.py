@@ -9,7 +9,6 @@ validation errors stay the canonical ones. Both paths call the same code in core
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Callable
 from typing import Any, Literal, get_args, get_origin
@@ -20,7 +19,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onnxbert.runtime.pooling import POOLINGS
 
-from .core import ApiError, EmbedRequest, OpenAIRequest, State, embed_answer, error_body, json_bytes, openai_answer
+from .core import (
+    ApiError,
+    EmbedRequest,
+    OpenAIRequest,
+    State,
+    embed_answer,
+    error_body,
+    json_bytes,
+    openai_answer,
+    unauthorized,
+)
 
 __all__ = ["Guard"]
 
@@ -168,11 +177,11 @@ class Guard:
 
     def _refuse(self, scope: Scope, headers: dict[str, str]) -> ApiError | None:
         state, path = self.state, scope["path"]
-        if state.settings.api_key and path not in _OPEN_PATHS:
-            offered = headers.get("authorization", "").encode("latin-1")  # the header's bytes as sent
-            if not hmac.compare_digest(offered, f"Bearer {state.settings.api_key}".encode("ascii")):
-                return ApiError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'", "Unauthorized")
-        if path in _OPEN_PATHS or scope["method"] != "POST":
+        if path in _OPEN_PATHS:
+            return None
+        if denied := unauthorized(headers.get("authorization", ""), state.settings.api_key):
+            return denied
+        if scope["method"] != "POST":
             return None
         kind = headers.get("content-type")
         if path in _JSON_PATHS and kind is not None and not _is_json(kind):

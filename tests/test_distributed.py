@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -125,6 +126,7 @@ def test_killed_run_resumes_and_does_only_the_rest(tiny_model_dir: Path, tmp_pat
     assert len(read_output(out / "b.parquet")[0]) == 60_000
 
 
+API_KEY = "test-key-0123"
 PROXY_LIMIT = 3_000_000  # above the replicas' 2 MB, so which of the two answered a 413 shows in its message
 
 
@@ -200,7 +202,7 @@ def _proxy_rss_bytes() -> int:
 def _chunked_head(port: int) -> bytes:
     return (
         f"POST /v1/embeddings HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
-        "transfer-encoding: chunked\r\n\r\n"
+        f"authorization: Bearer {API_KEY}\r\ntransfer-encoding: chunked\r\n\r\n"
     ).encode()
 
 
@@ -232,36 +234,40 @@ def test_ray_serve_round_trip(local_ray: None, minilm_dir: Path) -> None:
         port = probe.getsockname()[1]
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
-        serve.run(embeddings_app(minilm_dir, threads=1, model_name="minilm"), route_prefix="/v1/embeddings")
+        with pytest.raises(ValueError, match="empty"):
+            embeddings_app(minilm_dir, api_key=" ")
+        app = embeddings_app(minilm_dir, threads=1, model_name="minilm", api_key=API_KEY)
+        serve.run(app, route_prefix="/v1/embeddings")
+        url = f"http://127.0.0.1:{port}/v1/embeddings"
+        for offered in ({}, {"authorization": f"Bearer {API_KEY}x"}, {"authorization": API_KEY}):
+            denied = httpx.post(url, json={"input": "a"}, headers=offered, timeout=60)
+            assert denied.status_code == 401 and denied.json()["error"]["type"] == "Unauthorized"
+        post = functools.partial(httpx.post, headers={"authorization": f"Bearer {API_KEY}"}, timeout=60)
         sentences = ["今天天气真好啊", "A man is playing a guitar."]
-        reply = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": sentences}, timeout=60)
+        reply = post(url, json={"input": sentences})
         assert reply.status_code == 200, reply.text
         body = reply.json()
         assert body["model"] == "minilm" and [d["index"] for d in body["data"]] == [0, 1]
         expected = Encoder(minilm_dir).embed(sentences, normalize=True)
         np.testing.assert_allclose([d["embedding"] for d in body["data"]], expected, atol=1e-5)
-        packed = httpx.post(
-            f"http://127.0.0.1:{port}/v1/embeddings",
-            json={"input": sentences[0], "encoding_format": "base64"},
-            timeout=60,
-        ).json()
+        packed = post(url, json={"input": sentences[0], "encoding_format": "base64"}).json()
         decoded = np.frombuffer(__import__("base64").b64decode(packed["data"][0]["embedding"]), dtype="<f4")
         np.testing.assert_allclose(decoded, expected[0], atol=1e-5)
         assert packed["usage"]["prompt_tokens"] == len(Encoder(minilm_dir).tokenize(sentences[0]).ids[0])
-        empty = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": []}, timeout=60)
+        empty = post(url, json={"input": []})
         assert empty.status_code == 400 and "empty" in empty.json()["error"]["message"]
         # the limits of `onnxbert serve`: body bytes (declared, or counted as a chunked body arrives), inputs, text
         huge = b'{"input": "' + b"x" * 2_100_000 + b'"}'
         for content in (huge, iter([huge[:1_000_000], huge[1_000_000:]])):  # an iterator goes out chunked
-            refused = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", content=content, timeout=60)
+            refused = post(url, content=content)
             assert refused.status_code == 413 and refused.json()["error"]["type"] == "PayloadTooLarge"
-        many = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": ["a"] * 65}, timeout=60)
+        many = post(url, json={"input": ["a"] * 65})
         assert many.status_code == 422 and "max_client_batch=64" in many.json()["error"]["message"]
-        long = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": "x " * 60_000}, timeout=60)
+        long = post(url, json={"input": "x " * 60_000})
         assert long.status_code == 422 and "max_text_chars=100000" in long.json()["error"]["message"]
         assert (EmbeddingDeployment.max_ongoing_requests, EmbeddingDeployment.max_queued_requests) == (64, 512)
         # the proxy's own limit: a declared size past it never reaches a replica
-        declared = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", content=b"x" * (PROXY_LIMIT + 1), timeout=60)
+        declared = post(url, content=b"x" * (PROXY_LIMIT + 1))
         assert declared.status_code == 413 and f"{PROXY_LIMIT}-byte" in declared.json()["error"]["message"]
         # with every place on the replica held by a trickling body, a fast 200 MB chunked body waits for a replica:
         # Ray's proxy alone would read it all into memory; its body limit answers instead
