@@ -40,7 +40,7 @@ class EncoderActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One Ray Data batch: the input columns plus the output column."""
-        texts = [str(text) for text in batch[self.column]]
+        texts = self._texts(batch)
         if self.token_level:
             hidden = self.encoder.encode(texts).last_hidden_state  # ragged: an object column of (tokens, H) arrays
             column = np.empty(len(hidden), dtype=object)
@@ -48,6 +48,17 @@ class EncoderActor:
             return {**batch, self.output_column: column}
         vectors = self.encoder.embed(texts, pooling=self.pooling, normalize=self.normalize)
         return {**batch, self.output_column: vectors}
+
+    def _texts(self, batch: dict[str, np.ndarray]) -> list[str]:
+        """The batch's texts; a row without one is an error, as in a file: a null is not embedded as "None"."""
+        if self.column not in batch:
+            raise ValueError(f"the dataset has no column {self.column!r} (it has {sorted(batch)}); pass column=")
+        texts: list[str] = batch[self.column].tolist()
+        for text in texts:
+            if not isinstance(text, str):
+                shown = repr(text)[:60]
+                raise ValueError(f"a row of column {self.column!r} holds {shown}, not a text: give every row a string")
+        return texts
 
 
 def embed_dataset(

@@ -315,6 +315,25 @@ def test_encoder_actor_token_level_and_pooled(tiny_model_dir: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("column", "match"),
+    [
+        (np.array(["hello", None], dtype=object), "holds None, not a text"),  # a null row, not embedded as "None"
+        (np.array([3, 4]), "holds 3, not a text"),
+        (np.array([b"hello"], dtype=object), "holds b'hello', not a text"),
+    ],
+)
+def test_encoder_actor_refuses_a_row_without_text(tiny_model_dir: Path, column: np.ndarray, match: str) -> None:
+    from onnxbert.distributed import EncoderActor
+
+    with pytest.raises(ValueError, match=match):
+        EncoderActor(tiny_model_dir)({"text": column})
+    with pytest.raises(ValueError, match=r"no column 'body' \(it has \['text'\]\); pass column="):
+        EncoderActor(tiny_model_dir, column="body")({"text": column})
+    strings = EncoderActor(tiny_model_dir)({"text": np.array(["hello", "world"])})  # a fixed-width str array
+    assert strings["embedding"].shape == (2, 32)
+
+
 def _drive_proxy_limit(app: Any, path: str, chunks: list[bytes], declared: int | None = None) -> list[dict[str, Any]]:
     """Run one request through ProxyBodyLimit (limit 1,000 bytes) in front of `app`; the messages sent back."""
     from onnxbert.distributed.ray_serve import ProxyBodyLimit
