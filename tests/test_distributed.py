@@ -294,8 +294,19 @@ def test_ray_serve_round_trip(local_ray: None, minilm_dir: Path) -> None:
         grown = _proxy_rss_bytes() - before
         assert reply.startswith(b"HTTP/1.1 413") and f"{PROXY_LIMIT}-byte".encode() in reply, reply
         assert grown < 64 << 20, f"the proxy grew {grown >> 20} MB"
+        # and past max_queued_requests waiting for a place, Ray answers 503 at once
+        for _ in range(EmbeddingDeployment.max_queued_requests):
+            holders.append(socket.create_connection(("127.0.0.1", port)))
+            holders[-1].sendall(_chunked_head(port) + b"1\r\n[\r\n")
+        time.sleep(3)
+        assert post(url, json={"input": "a"}, timeout=10).status_code == 503
         for connection in [*holders, flood]:
             connection.close()
+        for _ in range(40):  # the places free as Ray sees the clients gone
+            if (status := post(url, json={"input": "a"}).status_code) != 503:
+                break
+            time.sleep(0.5)
+        assert status == 200
     finally:
         serve.shutdown()
 
