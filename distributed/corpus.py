@@ -1,16 +1,21 @@
 """Corpus embedding: files in, one Parquet file out per input, written atomically.
 
-Finished files are skipped, so a killed run resumes where it stopped. In-process by default, on Ray on request.
+Finished files are skipped, so a killed run resumes where it stopped; each output records what it was embedded from
+(the source's content, the model directory, the options), and one that does not match this run is an error, never
+skipped. In-process by default, on Ray on request.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +58,59 @@ def read_texts(path: Path, column: str) -> list[str]:
     return list(iter_texts(path, column))
 
 
-def _write_parquet(path: Path, parts: Iterator[tuple[list[str], np.ndarray]], dimension: int) -> int:
+# The Parquet schema metadata key under which an output records what it was embedded from (JSON).
+RECORD_KEY = b"onnxbert.embed_corpus"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _record(job: CorpusJob, source: Path) -> dict[str, Any]:
+    """What an output is embedded from: the source's bytes, the model's manifest, the options that change vectors.
+
+    The manifest holds every file of the model directory's hash. The source's name is not part of it: a copy of a
+    file is the same source.
+    """
+    return {
+        "source_sha256": _sha256(source),
+        "manifest_sha256": _sha256(Path(job.model_dir) / "onnxbert.json"),
+        "variant": job.variant,
+        "column": job.column,
+        "pooling": job.pooling,
+        "normalize": job.normalize,
+    }
+
+
+def _check_done(out: Path, source: Path, expected: dict[str, Any]) -> None:
+    """An existing output may be skipped only when it was embedded from what this run would embed; else raise."""
+    import pyarrow.parquet as pq
+
+    advice = f"remove it to embed {source} again, or write to another output folder"
+    try:
+        raw = (pq.read_schema(out).metadata or {}).get(RECORD_KEY)
+        recorded = json.loads(raw) if raw is not None else None
+    except Exception as error:  # pyarrow raises its own errors for a file that is not Parquet
+        raise ValueError(f"{out} exists and is not a readable Parquet file ({error}): {advice}") from None
+    if not isinstance(recorded, dict):
+        raise ValueError(f"{out} exists but holds no record of what it was embedded from: {advice}")
+    names = {"source_sha256": f"content of {source.name}", "manifest_sha256": "model directory"}
+    differ = [
+        names.get(key, f"{key} ({recorded.get(key)!r}; this run {value!r})")
+        for key, value in expected.items()
+        if recorded.get(key) != value
+    ]
+    if differ:
+        raise ValueError(f"{out} was embedded with a different {', '.join(differ)}: {advice}")
+
+
+def _write_parquet(
+    path: Path, parts: Iterator[tuple[list[str], np.ndarray]], dimension: int, record: dict[str, Any]
+) -> int:
     """`text` and `embedding` columns, one row group per part, written whole or not at all; returns the rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -61,6 +118,7 @@ def _write_parquet(path: Path, parts: Iterator[tuple[list[str], np.ndarray]], di
     from onnxbert.runtime.textfile import written_whole
 
     schema = pa.schema([("text", pa.string()), ("embedding", pa.list_(pa.float32(), dimension))])
+    schema = schema.with_metadata({RECORD_KEY: json.dumps(record).encode()})
     rows = 0
     with written_whole(path) as scratch, pq.ParquetWriter(scratch, schema) as writer:
         for texts, vectors in parts:
@@ -138,8 +196,12 @@ def embed_corpus(
     from onnxbert.runtime.textfile import text_chunks
 
     dimension = Manifest.load(Path(job.model_dir)).architecture.hidden_size
+    records = [_record(job, source) for source in sources]
+    for source, record in zip(sources, records, strict=True):  # before any work: a mismatch is found at once
+        if (out := output_path(source, target)).exists():
+            _check_done(out, source, record)
     done: dict[str, list[Path]] = {"written": [], "skipped": []}
-    for index, source in enumerate(sources, start=1):
+    for index, (source, record) in enumerate(zip(sources, records, strict=True), start=1):
         out = output_path(source, target)
         if out.exists():
             done["skipped"].append(out)
@@ -156,7 +218,7 @@ def embed_corpus(
             )
         else:
             parts = _embed_local(job, text_chunks(iter_texts(source, job.column), job.chunk))
-        rows = _write_parquet(out, parts, dimension)
+        rows = _write_parquet(out, parts, dimension, record)
         done["written"].append(out)
         _say(progress, f"[{index}/{len(sources)}] {source.name}: {rows} texts -> {out}")
     return done

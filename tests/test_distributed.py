@@ -83,7 +83,7 @@ def test_embed_corpus_in_process(tiny_model_dir: Path, tmp_path: Path) -> None:
         np.testing.assert_allclose(vectors, encoder.embed(got_texts, normalize=True), atol=1e-6)
         assert pq.ParquetFile(tmp_path / "out" / f"{source.stem}.parquet").num_row_groups == -(-count // 8)
     assert pq.read_table(tmp_path / "out" / "empty.parquet").num_rows == 0
-    again = embed_corpus(CorpusJob(tiny_model_dir), inputs, tmp_path / "out", progress=False)
+    again = embed_corpus(job, inputs, tmp_path / "out", progress=False)
     assert again["written"] == [] and len(again["skipped"]) == 3
     bad = tmp_path / "in" / "late.jsonl"  # a fault on the last line is found before anything is embedded
     bad.write_text('{"text": "fine"}\n' * 20 + "{broken\n", encoding="utf-8")
@@ -94,6 +94,36 @@ def test_embed_corpus_in_process(tiny_model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"late\.jsonl:21: not a JSON record"):
         embed_corpus(CorpusJob(broken), [bad], tmp_path / "out", progress=False)
     assert not list((tmp_path / "out").glob("*late*"))  # neither an output nor a scratch file
+
+
+def test_an_output_from_other_text_a_model_or_options_is_refused_not_skipped(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    source = write_inputs(tmp_path / "in", (5, 4, 3))[1]  # b.txt
+    job, out = CorpusJob(tiny_model_dir), tmp_path / "out"
+    embed_corpus(job, [source], out, progress=False)
+    written = (out / "b.parquet").read_bytes()
+    copy = Path(shutil.copy(source, tmp_path / "b.txt"))  # the same content elsewhere: the same source
+    assert embed_corpus(job, [copy], out, progress=False)["skipped"] == [out / "b.parquet"]
+    other_model = Path(shutil.copytree(tiny_model_dir, tmp_path / "other-model"))
+    manifest = other_model / "onnxbert.json"
+    manifest.write_text(manifest.read_text(encoding="utf-8") + "\n", encoding="utf-8")  # loads the same, reads other
+    edited = tmp_path / "edited" / "b.txt"
+    edited.parent.mkdir()
+    edited.write_text(source.read_text(encoding="utf-8") + "one more line\n", encoding="utf-8")
+    for other_job, files, what in [
+        (job, [edited], r"with a different content of b\.txt: remove it to embed .*b\.txt again"),
+        (CorpusJob(other_model), [source], "with a different model directory:"),
+        (CorpusJob(tiny_model_dir, normalize=True), [source], r"different normalize \(False; this run True\)"),
+        (CorpusJob(tiny_model_dir, pooling="cls"), [source], r"different pooling \(None; this run 'cls'\)"),
+        (job, [write_inputs(tmp_path / "first", (2, 2, 2))[0], edited], "content of b.txt"),  # before a.jsonl's work
+    ]:
+        with pytest.raises(ValueError, match=what):
+            embed_corpus(other_job, files, out, progress=False)
+        assert (out / "b.parquet").read_bytes() == written and not (out / "a.parquet").exists()
+    pq.write_table(pa.table({"text": ["x"]}), out / "c.parquet")  # a file this command did not write
+    with pytest.raises(ValueError, match="holds no record of what it was embedded from"):
+        embed_corpus(job, [tmp_path / "in" / "c.parquet"], out, progress=False)
 
 
 def test_outputs_are_ordinary_files_under_the_umask(tiny_model_dir: Path, tmp_path: Path) -> None:
