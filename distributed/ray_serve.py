@@ -30,6 +30,7 @@ from onnxbert.serve.batcher import split_rows
 from onnxbert.serve.core import (
     ApiError,
     OpenAIRequest,
+    check_dimensions,
     check_inputs,
     error_body,
     openai_body,
@@ -176,6 +177,7 @@ class EmbeddingDeployment:
             if denied := unauthorized(request.headers.get("authorization", ""), self.api_key):
                 raise denied
             body = OpenAIRequest.model_validate_json(await _body(request, self.payload_limit))
+            check_dimensions(body.dimensions, self.encoder.hidden_size)
             texts = check_inputs(body.input, max_inputs=self.max_inputs, max_chars=self.max_text_chars, field="input")
             tokens = await tokenize_off_loop(self.encoder, texts, truncate=True, field="input")
         except ValidationError as error:

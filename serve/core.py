@@ -35,6 +35,7 @@ __all__ = [
     "EmbedRequest",
     "OpenAIRequest",
     "State",
+    "check_dimensions",
     "check_inputs",
     "embed_answer",
     "error_body",
@@ -69,6 +70,12 @@ def unauthorized(authorization: str, api_key: str | None) -> ApiError | None:
     if hmac.compare_digest(authorization.encode("latin-1"), f"Bearer {api_key}".encode("ascii")):
         return None
     return ApiError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'", "Unauthorized")
+
+
+def check_dimensions(dimensions: int | None, hidden_size: int) -> None:
+    """OpenAI's `dimensions`: only the model's own width is offered (a BERT vector is not trained to be cut short)."""
+    if dimensions is not None and dimensions != hidden_size:
+        raise ApiError(422, f"dimensions={dimensions}: this model returns {hidden_size}", "Validation")
 
 
 class OpenAIRequest(BaseModel):
@@ -291,8 +298,7 @@ async def openai_answer(
 ) -> bytes:
     """POST /v1/embeddings (OpenAI): L2-normalized vectors of the model's pooling, with token usage."""
     encoder = _encoder(state)
-    if dimensions is not None and dimensions != encoder.hidden_size:
-        raise ApiError(422, f"dimensions={dimensions}: this model returns {encoder.hidden_size}", "Validation")
+    check_dimensions(dimensions, encoder.hidden_size)
     tokens = await tokenize(state, inputs, truncate=True, field="input")
     vectors = await run(state, receive, Job(False, Pooling(encoder.default_pooling), tokens, normalize=True))
     name = model or state.settings.model_name or state.directory.name

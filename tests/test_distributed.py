@@ -291,6 +291,9 @@ def test_ray_serve_round_trip(local_ray: None, minilm_dir: Path) -> None:
         for content in (huge, iter([huge[:1_000_000], huge[1_000_000:]])):  # an iterator goes out chunked
             refused = post(url, content=content)
             assert refused.status_code == 413 and refused.json()["error"]["type"] == "PayloadTooLarge"
+        cut = post(url, json={"input": "a", "dimensions": 8})  # not silently a full-width vector
+        assert cut.status_code == 422 and "dimensions=8: this model returns 384" in cut.json()["error"]["message"]
+        assert post(url, json={"input": "a", "dimensions": 384}).status_code == 200
         many = post(url, json={"input": ["a"] * 65})
         assert many.status_code == 422 and "max_client_batch=64" in many.json()["error"]["message"]
         long = post(url, json={"input": "x " * 60_000})
