@@ -205,7 +205,11 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=512,
         help="requests admitted and not yet answered before 429, /health and /metrics aside (default 512)",
     )
-    parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (also $ONNXBERT_API_KEY)")
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help="require 'Authorization: Bearer KEY'; better $ONNXBERT_API_KEY, which other users cannot read in `ps`",
+    )
     parser.add_argument("--model-name", default=None, help="model name reported by /v1/embeddings")
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     parser.add_argument(
