@@ -206,6 +206,12 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="requests admitted and not yet answered before 429, /health and /metrics aside (default 512)",
     )
     parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=4096,
+        help="open connections, idle or sending, before a new one gets 503 unread (default 4096)",
+    )
+    parser.add_argument(
         "--api-key",
         default=None,
         help="require 'Authorization: Bearer KEY'; better $ONNXBERT_API_KEY, which other users cannot read in `ps`",
@@ -308,6 +314,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_client_batch=args.max_client_batch,
         payload_limit=args.payload_limit,
         max_concurrent_requests=args.max_concurrent_requests,
+        max_connections=args.max_connections,
         max_header_bytes=args.max_header_bytes,
         max_headers=args.max_headers,
         header_timeout_s=args.header_timeout,

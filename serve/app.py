@@ -233,6 +233,7 @@ def _install_operations_routes(app: FastAPI, state: State) -> None:
             "max_embed_all_tokens": settings.max_embed_all_tokens,
             "payload_limit": settings.payload_limit,
             "max_concurrent_requests": settings.max_concurrent_requests,
+            "max_connections": settings.max_connections,
             "max_header_bytes": settings.max_header_bytes,
             "max_headers": settings.max_headers,
             "header_timeout_s": settings.header_timeout_s,

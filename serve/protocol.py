@@ -6,6 +6,8 @@
 - Deadlines: the head must arrive within `header_timeout_s` of its first byte (or of the connection), the body within
   `body_timeout_s` of the head, else 408 and close; an idle keep-alive connection closes after `idle_timeout_s`
   (uvicorn's own timer). A slow-loris client holds a socket for seconds, not forever.
+- Connections: past `max_connections` open at once, a new one gets 503 and closes before any of its request is read,
+  so the heads being received stay under max_connections x max_header_bytes.
 - Shutdown: a connection still sending its request's head or body has not been admitted, so SIGTERM closes it at once;
   only requests the app is answering are waited for.
 """
@@ -67,8 +69,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return  # the app is answering: its response is under way, not the client's request
         self._refuse(status, message)
 
-    def _refuse(self, status: bytes, message: str) -> None:
-        """Answer `status` with `message`, stop reading requests, and close after LINGER_S."""
+    def _refuse(self, status: bytes, message: str, headers: bytes = b"") -> None:
+        """Answer `status` with `message` and `headers` (CRLF-ended lines); read no more; close after LINGER_S."""
         self._refused = True
         self._disarm()
         if self.cycle is not None and not self.cycle.response_complete:
@@ -76,8 +78,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.cycle.message_event.set()
         body = message.encode("ascii")
         head = (
-            b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
-            b"content-length: " + str(len(body)).encode("ascii") + b"\r\n\r\n"
+            b"HTTP/1.1 "
+            + status
+            + b"\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+            + headers
+            + b"content-length: "
+            + str(len(body)).encode("ascii")
+            + b"\r\n\r\n"
         )
         self.transport.write(head + body)
         if self.transport.can_write_eof():
@@ -91,6 +98,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     # Protocol interface ----------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        limit = self.settings.max_connections
+        if len(self.connections) > limit:  # this one included
+            self._refuse(b"503 Service Unavailable", f"over {limit} open connections", b"retry-after: 1\r\n")
+            return
         self._arm_head()
 
     def connection_lost(self, exc: Exception | None) -> None:

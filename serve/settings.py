@@ -42,6 +42,10 @@ class ServerSettings:
     # Requests admitted and not yet answered (TEI's name and default); past this, 429 before the body is read, so
     # bodies held at once stay under this times payload_limit (300 stalled 2 MB bodies held 576 MB without it).
     max_concurrent_requests: int = 512
+    # Open connections, idle or sending (each may buffer an unfinished head of up to max_header_bytes: 4,000 such took
+    # the server from 156 to 304 MB, and only the file-descriptor limit stopped more); past it a new connection gets
+    # 503 before any of its request is read.
+    max_connections: int = 4096
     # The HTTP layer (serve/protocol.py): a request head's bytes and fields (431 past them), how long its head and
     # its body may take to arrive (408), and how long an idle keep-alive connection stays open.
     max_header_bytes: int = 32_768
@@ -64,6 +68,7 @@ class ServerSettings:
             "max_client_batch",
             "payload_limit",
             "max_concurrent_requests",
+            "max_connections",
             "max_header_bytes",
             "max_headers",
         )

@@ -469,6 +469,25 @@ def test_requests_in_flight_are_bounded_before_their_bodies_are_read(tiny_model_
         assert httpx.get(f"{url}/info", timeout=10).json()["max_concurrent_requests"] == 2
 
 
+def test_open_connections_are_bounded_before_their_requests_are_read(tiny_model_dir: Path) -> None:
+    with server(tiny_model_dir, "--max-connections", "3") as (url, _):
+        host, port = url.removeprefix("http://").split(":")
+        sockets = [socket.create_connection((host, int(port))) for _ in range(3)]
+        for sock in sockets:
+            sock.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 30_000)  # heads still arriving
+        time.sleep(0.5)
+        refused = httpx.get(f"{url}/health", timeout=10)
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        assert refused.text == "over 3 open connections"
+        for sock in sockets:
+            sock.close()
+        deadline = time.monotonic() + 10
+        while (answer := httpx.get(f"{url}/info", timeout=10)).status_code == 503:
+            assert time.monotonic() < deadline, "connections were not freed when the clients left"
+            time.sleep(0.1)
+        assert answer.status_code == 200 and answer.json()["max_connections"] == 3
+
+
 def test_queue_is_bounded_by_tokens_too(tiny_model_dir: Path) -> None:
     from onnxbert.runtime import Encoder, Pooling
     from onnxbert.serve.batcher import Batcher, Job, QueueFullError
