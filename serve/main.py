@@ -64,7 +64,7 @@ def serve(
         lifespan="on",
         timeout_graceful_shutdown=int(drain_seconds),
         timeout_keep_alive=int(settings.idle_timeout_s),
-        http=guarded_protocol(settings),
+        http=guarded_protocol(settings, app.state.onnxbert.metrics),
         access_log=False,
     )
     state = app.state.onnxbert

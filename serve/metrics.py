@@ -37,3 +37,9 @@ class Metrics:
             "onnxbert_inference_seconds", "Encoder time per batch", buckets=_LATENCY, registry=r
         )
         self.tokens = Counter("onnxbert_tokens", "Real tokens embedded", registry=r)
+        self.http_refusals = Counter(
+            "onnxbert_http_refusals",
+            "Requests refused by the HTTP layer before the app saw them (head too large, too slow; connections full)",
+            ["reason"],
+            registry=r,
+        )

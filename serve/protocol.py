@@ -20,6 +20,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .metrics import Metrics
 from .settings import ServerSettings
 
 __all__ = ["guarded_protocol"]
@@ -41,9 +42,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     settings: ServerSettings
 
-    def __init__(self, *args: Any, settings: ServerSettings, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, settings: ServerSettings, metrics: Metrics, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.settings = settings
+        self.settings, self.metrics = settings, metrics
         self._in_head = True  # bytes received belong to a request head not yet complete
         self._head_bytes = 0
         self._head_tail = b""  # the last bytes of the previous chunk: a head's end can straddle two chunks
@@ -52,25 +53,29 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._refused = False
 
     # Deadlines -------------------------------------------------------------------------------------------------
-    def _arm(self, seconds: float, status: bytes, message: str) -> None:
+    def _arm(self, seconds: float, status: bytes, message: str, reason: str) -> None:
         self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._expire, status, message)
+        self._deadline = self.loop.call_later(seconds, self._expire, status, message, reason)
 
     def _disarm(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
 
-    def _expire(self, status: bytes, message: str) -> None:
+    def _expire(self, status: bytes, message: str, reason: str) -> None:
         self._deadline = None
         if self.transport.is_closing() or self._refused:
             return
         if self.cycle is not None and not self.cycle.response_complete and self.cycle.response_started:
             return  # the app is answering: its response is under way, not the client's request
-        self._refuse(status, message)
+        self._refuse(status, message, reason)
 
-    def _refuse(self, status: bytes, message: str, headers: bytes = b"") -> None:
-        """Answer `status` with `message` and `headers` (CRLF-ended lines); read no more; close after LINGER_S."""
+    def _refuse(self, status: bytes, message: str, reason: str, headers: bytes = b"") -> None:
+        """Answer `status` with `message` and `headers` (CRLF-ended lines); read no more; close after LINGER_S.
+
+        Counted in /metrics by `reason`.
+        """
+        self.metrics.http_refusals.labels(reason).inc()
         self._refused = True
         self._disarm()
         if self.cycle is not None and not self.cycle.response_complete:
@@ -93,14 +98,15 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _arm_head(self) -> None:
         limit = self.settings.header_timeout_s
-        self._arm(limit, b"408 Request Timeout", f"the request head did not arrive within {limit:g} s")
+        self._arm(limit, b"408 Request Timeout", f"the request head did not arrive within {limit:g} s", "head_timeout")
 
     # Protocol interface ----------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         limit = self.settings.max_connections
         if len(self.connections) > limit:  # this one included
-            self._refuse(b"503 Service Unavailable", f"over {limit} open connections", b"retry-after: 1\r\n")
+            message = f"over {limit} open connections"
+            self._refuse(b"503 Service Unavailable", message, "max_connections", b"retry-after: 1\r\n")
             return
         self._arm_head()
 
@@ -113,7 +119,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return  # lingering after a refusal: dropped unread
         if self._in_head and not self._head_fits(data):
             limit = self.settings.max_header_bytes
-            self._refuse(b"431 Request Header Fields Too Large", f"request head over {limit} bytes")
+            self._refuse(b"431 Request Header Fields Too Large", f"request head over {limit} bytes", "head_bytes")
             return
         super().data_received(data)  # a _HeaderCountError reaches send_400_response as a parser error
 
@@ -128,7 +134,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _too_many_headers(self) -> None:
         limit = self.settings.max_headers
-        self._refuse(b"431 Request Header Fields Too Large", f"more than {limit} header fields")
+        self._refuse(b"431 Request Header Fields Too Large", f"more than {limit} header fields", "header_count")
 
     def send_400_response(self, msg: str) -> None:
         if self._header_count > self.settings.max_headers:  # the parser stopped because on_header refused
@@ -150,7 +156,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         limit = self.settings.body_timeout_s
-        self._arm(limit, b"408 Request Timeout", f"the request body did not arrive within {limit:g} s")
+        self._arm(limit, b"408 Request Timeout", f"the request body did not arrive within {limit:g} s", "body_timeout")
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -174,6 +180,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().shutdown()
 
 
-def guarded_protocol(settings: ServerSettings) -> Any:
-    """The protocol class uvicorn instantiates per connection, bound to the server's limits."""
-    return functools.partial(GuardedHttpProtocol, settings=settings)
+def guarded_protocol(settings: ServerSettings, metrics: Metrics) -> Any:
+    """The protocol class uvicorn instantiates per connection, bound to the server's limits and metrics."""
+    return functools.partial(GuardedHttpProtocol, settings=settings, metrics=metrics)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import json
 import os
@@ -486,6 +487,7 @@ def test_open_connections_are_bounded_before_their_requests_are_read(tiny_model_
             assert time.monotonic() < deadline, "connections were not freed when the clients left"
             time.sleep(0.1)
         assert answer.status_code == 200 and answer.json()["max_connections"] == 3
+        assert _refusals(url)["max_connections"] >= 1
 
 
 def test_queue_is_bounded_by_tokens_too(tiny_model_dir: Path) -> None:
@@ -634,6 +636,13 @@ def _raw(url: str, data: bytes, *, wait: float = 10.0) -> tuple[bytes, float]:
     return reply, time.perf_counter() - start
 
 
+def _refusals(url: str) -> dict[str, float]:
+    """onnxbert_http_refusals_total by reason, from /metrics."""
+    lines = httpx.get(f"{url}/metrics", timeout=10).text.splitlines()
+    found = [line.split() for line in lines if line.startswith("onnxbert_http_refusals_total{")]
+    return collections.defaultdict(float, {name.split('"')[1]: float(value) for name, value in found})
+
+
 @pytest.fixture(scope="module")
 def strict_http_server(tiny_model_dir: Path) -> Iterator[str]:
     flags = ("--header-timeout", "0.5", "--body-timeout", "0.5", "--idle-timeout", "1", "--max-headers", "20")
@@ -649,6 +658,8 @@ def test_oversized_or_overfull_request_heads_get_431_at_once(strict_http_server:
     assert _raw(strict_http_server, many)[0].startswith(b"HTTP/1.1 431 ")
     fine = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Ok: " + b"a" * 3000 + b"\r\nConnection: close\r\n\r\n"
     assert _raw(strict_http_server, fine)[0].startswith(b"HTTP/1.1 200 ")
+    counted = _refusals(strict_http_server)  # operators see them: the app never did
+    assert counted["head_bytes"] == 1 and counted["header_count"] == 1
 
 
 def test_slow_heads_and_bodies_time_out_with_408(strict_http_server: str) -> None:
@@ -660,6 +671,8 @@ def test_slow_heads_and_bodies_time_out_with_408(strict_http_server: str) -> Non
     reply, seconds = _raw(strict_http_server, b"")  # connects, says nothing
     assert reply.startswith(b"HTTP/1.1 408 ") and seconds < 3.0
     assert httpx.get(f"{strict_http_server}/health", timeout=10).status_code == 200  # the server is unharmed
+    counted = _refusals(strict_http_server)
+    assert counted["head_timeout"] >= 2 and counted["body_timeout"] >= 1
 
 
 def test_sigterm_does_not_wait_for_requests_still_arriving(tiny_model_dir: Path) -> None:
