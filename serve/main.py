@@ -14,7 +14,33 @@ from .core import State
 from .protocol import guarded_protocol
 from .settings import ServerSettings
 
-__all__ = ["serve"]
+__all__ = ["open_file_room", "serve"]
+
+# Descriptors the process needs besides client connections: model files, the listening socket, logs, threads' pipes.
+_OWN_FILES = 256
+
+
+def open_file_room(connections: int) -> str | None:
+    """Raise the soft open-file limit (up to the hard one) so `connections` fit; a warning where they still do not.
+
+    Past the limit the OS refuses connections before --max-connections can answer them (and asyncio pauses accepting
+    for a second); many systems start processes with a soft limit of 1,024.
+    """
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    wanted = connections + _OWN_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        return (
+            f"onnxbert serve: warning: the open-file limit ({soft}) leaves room for about {soft - _OWN_FILES} "
+            f"connections, under --max-connections {connections}; raise it (ulimit -n) or lower --max-connections"
+        )
+    return None
 
 
 class _Server(uvicorn.Server):
@@ -69,6 +95,8 @@ def serve(
     )
     state = app.state.onnxbert
     server = _Server(config, state)
+    if warning := open_file_room(settings.max_connections):
+        print(warning, file=sys.stderr)
 
     def fail(reason: str) -> None:  # a server that can never be ready should say so and exit, not idle at 503
         print(f"onnxbert serve: error: the model failed to load: {reason}", file=sys.stderr)

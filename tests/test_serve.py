@@ -490,6 +490,24 @@ def test_open_connections_are_bounded_before_their_requests_are_read(tiny_model_
         assert _refusals(url)["max_connections"] >= 1
 
 
+def test_the_open_file_limit_is_raised_to_fit_max_connections_or_the_shortfall_said() -> None:
+    resource = pytest.importorskip("resource")
+    from onnxbert.serve.main import open_file_room
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"the hard open-file limit ({hard}) is too low to test with")
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))  # a common default soft limit
+        assert open_file_room(1500) is None and resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 1500 + 256
+        if hard != resource.RLIM_INFINITY:
+            warning = open_file_room(hard)  # more than the hard limit allows
+            assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard
+            assert warning is not None and f"under --max-connections {hard}" in warning
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_queue_is_bounded_by_tokens_too(tiny_model_dir: Path) -> None:
     from onnxbert.runtime import Encoder, Pooling
     from onnxbert.serve.batcher import Batcher, Job, QueueFullError
