@@ -266,7 +266,9 @@ def test_ray_serve_round_trip(local_ray: None, minilm_dir: Path) -> None:
     try:
         with pytest.raises(ValueError, match="empty"):
             embeddings_app(minilm_dir, api_key=" ")
-        app = embeddings_app(minilm_dir, threads=1, model_name="minilm", api_key=API_KEY)
+        with pytest.raises(ValueError, match="max_inputs=0 must be a positive int"):
+            embeddings_app(minilm_dir, max_inputs=0)
+        app = embeddings_app(minilm_dir, threads=1, model_name="minilm", api_key=API_KEY, max_inputs=8)
         serve.run(app, route_prefix="/v1/embeddings")
         url = f"http://127.0.0.1:{port}/v1/embeddings"
         for offered in ({}, {"authorization": f"Bearer {API_KEY}x"}, {"authorization": API_KEY}):
@@ -294,8 +296,8 @@ def test_ray_serve_round_trip(local_ray: None, minilm_dir: Path) -> None:
         cut = post(url, json={"input": "a", "dimensions": 8})  # not silently a full-width vector
         assert cut.status_code == 422 and "dimensions=8: this model returns 384" in cut.json()["error"]["message"]
         assert post(url, json={"input": "a", "dimensions": 384}).status_code == 200
-        many = post(url, json={"input": ["a"] * 65})
-        assert many.status_code == 422 and "max_client_batch=64" in many.json()["error"]["message"]
+        many = post(url, json={"input": ["a"] * 9})  # the app's limit, not the server's default 64
+        assert many.status_code == 422 and "max_client_batch=8" in many.json()["error"]["message"]
         long = post(url, json={"input": "x " * 60_000})
         assert long.status_code == 422 and "max_text_chars=100000" in long.json()["error"]["message"]
         assert (EmbeddingDeployment.max_ongoing_requests, EmbeddingDeployment.max_queued_requests) == (64, 512)
