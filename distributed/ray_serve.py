@@ -202,15 +202,21 @@ def embeddings_app(
 ) -> Any:
     """A bound Serve application: `replicas` replicas of `threads` CPUs each; `api_key` as `onnxbert serve --api-key`.
 
-    The limits are `onnxbert serve`'s --max-client-batch, --max-text-chars and --payload-limit. An empty or
-    non-printable key, or a limit that is not a positive int, is refused here, before anything is deployed.
+    The limits are `onnxbert serve`'s --max-client-batch, --max-text-chars and --payload-limit, checked as the server
+    checks them. An empty or non-printable key, or a limit that is not a positive int, is refused before deploying.
     """
-    if api_key is not None:
-        check_api_key(api_key)
-    limits = {"max_inputs": max_inputs, "max_text_chars": max_text_chars, "payload_limit": payload_limit}
-    for name, value in limits.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive int")
+    # the server's own checks of the key and the limits, before anything is deployed
+    ServerSettings(
+        api_key=api_key, max_client_batch=max_inputs, max_text_chars=max_text_chars, payload_limit=payload_limit
+    )
     return EmbeddingDeployment.options(  # type: ignore[attr-defined]
         num_replicas=replicas, ray_actor_options={"num_cpus": threads}
-    ).bind(str(model_dir), threads=threads, model_name=model_name, api_key=api_key, **limits)
+    ).bind(
+        str(model_dir),
+        threads=threads,
+        model_name=model_name,
+        api_key=api_key,
+        max_inputs=max_inputs,
+        max_text_chars=max_text_chars,
+        payload_limit=payload_limit,
+    )

@@ -74,7 +74,7 @@ class ServerSettings:
         )
         for name in limits:
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive int")
         for name in ("max_wait_ms", "refill_gap_ms"):
             if getattr(self, name) < 0:

@@ -266,7 +266,7 @@ def test_ray_serve_round_trip(local_ray: None, minilm_dir: Path) -> None:
     try:
         with pytest.raises(ValueError, match="empty"):
             embeddings_app(minilm_dir, api_key=" ")
-        with pytest.raises(ValueError, match="max_inputs=0 must be a positive int"):
+        with pytest.raises(ValueError, match="max_client_batch=0 must be a positive int"):
             embeddings_app(minilm_dir, max_inputs=0)
         app = embeddings_app(minilm_dir, threads=1, model_name="minilm", api_key=API_KEY, max_inputs=8)
         serve.run(app, route_prefix="/v1/embeddings")
